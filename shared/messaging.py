@@ -1,0 +1,135 @@
+"""RabbitMQ plumbing every service shares: broker factory, log context, event publishing.
+
+Publishing rules (see docs/architecture.md): every event is persistent, published with
+publisher confirms, ``mandatory`` (an unroutable event raises instead of vanishing),
+with ``job_id``/``event_type`` headers and the job's ``correlation_id``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import structlog
+from faststream import BaseMiddleware
+from faststream.message import StreamMessage
+from faststream.rabbit import Channel, RabbitBroker
+
+from shared.events import Event, LedgerEntry
+from shared.logging import get_logger
+from shared.settings import Settings
+from shared.topology import Topology, WorkQueueSpec
+
+log = get_logger(__name__)
+
+
+class BindLogContext(BaseMiddleware):
+    """Bind ``job_id``, ``correlation_id`` and ``event_type`` to every log line of a message."""
+
+    async def consume_scope(self, call_next: Any, msg: StreamMessage[Any]) -> Any:
+        headers = msg.headers or {}
+        with structlog.contextvars.bound_contextvars(
+            correlation_id=msg.correlation_id,
+            message_id=msg.message_id,
+            job_id=headers.get("job_id"),
+            event_type=headers.get("event_type"),
+        ):
+            return await call_next(msg)
+
+
+def make_broker(settings: Settings, *, service: str) -> RabbitBroker:
+    """A broker whose publishes are confirmed and whose unroutable publishes raise."""
+    return RabbitBroker(
+        settings.amqp_url,
+        default_channel=Channel(on_return_raises=True),
+        middlewares=[BindLogContext],
+        logger=get_logger(f"faststream.{service}"),
+        graceful_timeout=30.0,
+        client_properties={"connection_name": f"anime-{service}"},
+    )
+
+
+class EventBus:
+    """Publishes contract events to the topic exchange, durably."""
+
+    def __init__(self, broker: RabbitBroker, topology: Topology) -> None:
+        self.broker = broker
+        self.topology = topology
+
+    async def publish(self, event: Event, *, headers: dict[str, Any] | None = None) -> None:
+        """Publish ``event``; returns once the broker confirmed it (raises if unroutable)."""
+        await self.broker.publish(
+            event.model_dump_json().encode(),
+            exchange=self.topology.exchange,
+            routing_key=event.routing_key(),
+            persist=True,
+            mandatory=True,
+            correlation_id=event.correlation_id,
+            message_id=str(event.event_id),
+            content_type="application/json",
+            headers={**event.headers(), **(headers or {})},
+        )
+
+    async def publish_ledger(self, entry: LedgerEntry, *, correlation_id: str) -> None:
+        """Relay a recorded event to live watchers.
+
+        Not mandatory: when no notifier runs nobody needs it, and watchers catch up
+        from the ledger table, so a missing live copy is never a loss.
+        """
+        await self.broker.publish(
+            entry.model_dump_json().encode(),
+            exchange=self.topology.exchange,
+            routing_key=entry.routing_key(),
+            persist=False,
+            mandatory=False,
+            correlation_id=correlation_id,
+            content_type="application/json",
+            headers={
+                "job_id": str(entry.job_id),
+                "event_type": entry.event_type.value,
+                "seq": entry.seq,
+            },
+        )
+
+
+async def declare_pipeline(
+    broker: RabbitBroker, topology: Topology, specs: Iterable[WorkQueueSpec]
+) -> None:
+    """Declare the exchange and every durable queue with its bindings; idempotent.
+
+    Every service runs this at start-up, so an event is never published before the
+    queues that must receive it exist, whatever order the services start in.
+    """
+    exchange = await broker.declare_exchange(topology.exchange)
+    for spec in specs:
+        await broker.declare_queue(topology.dead_letter_queue(spec))
+        for retry in topology.retry_queues(spec):
+            await broker.declare_queue(retry)
+        queue = await broker.declare_queue(topology.work_queue(spec))
+        for key in spec.binding_keys:
+            await queue.bind(exchange, routing_key=key)
+
+
+async def wait_for_broker(broker: RabbitBroker, *, timeout: float, service: str) -> None:
+    """Connect, retrying with a capped backoff and a log line per try, up to ``timeout``."""
+    deadline = time.monotonic() + timeout
+    delay = 0.5
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            await broker.connect()
+            log.info("broker.connected", service=service, attempt=attempt)
+            return
+        except Exception as exc:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                log.error("broker.unreachable", service=service, attempts=attempt, error=str(exc))
+                raise
+            log.warning(
+                "broker.waiting", service=service, attempt=attempt, error=str(exc), retry_in=delay
+            )
+            await asyncio.sleep(min(delay, remaining))
+            delay = min(delay * 2, 5.0)
