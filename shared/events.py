@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
 SCHEMA_VERSION = 1
 #: Namespace for ids derived from other ids (event ids, ComfyUI prompt ids).
@@ -101,6 +101,12 @@ class CharacterRef(_Strict):
     name: str | None = Field(default=None, min_length=1, max_length=120)
     id: uuid.UUID | None = None
     version: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _name_or_id(self) -> CharacterRef:
+        if (self.name is None) == (self.id is None):
+            raise ValueError("name a character by exactly one of 'name' or 'id'")
+        return self
 
     def label(self) -> str:
         return self.name if self.name is not None else str(self.id)
@@ -236,24 +242,37 @@ def routing_key(event_type: EventType | str, project: str) -> str:
     return f"{EventType(event_type).value}.{project}"
 
 
-class JobSubmitted(Event):
-    """A request for a shot, as published by another system (AMQP door of ingest).
+class ShotRequest(BaseModel):
+    """What a client asks for: the same fields through both doors of ingest."""
 
-    Ingest validates it field by field itself: this model documents the shape; ingest
-    parses the raw body so it can report every problem at once.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    request_id: str = Field(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")
+    project: Slug
+    episode: Slug | None = None
+    scene: Slug | None = None
+    shot: Slug | None = None
+    characters: list[CharacterRef] = Field(min_length=1, max_length=8)
+    prompt: str = Field(default="", max_length=4000)
+    negative_prompt: str = Field(default="", max_length=4000)
+    template: str = Field(default="txt2img", min_length=1, max_length=120)
+    params: RenderParams = Field(default_factory=RenderParams)
+    priority: int = Field(default=5, ge=0, le=9)
+
+
+#: The fields of ShotRequest that identify a request's content (for idempotency).
+SHOT_REQUEST_FIELDS = frozenset(ShotRequest.model_fields)
+
+
+class JobSubmitted(Event, ShotRequest):
+    """A request for a shot, published by another system (the AMQP door of ingest).
+
+    ``job_id`` is chosen by the submitter so it can watch the job at once. Ingest
+    validates the raw body itself so it can report every problem in one rejection.
     """
 
     event_type: Literal[EventType.SUBMITTED] = EventType.SUBMITTED
-    request_id: str = Field(min_length=1, max_length=200)
-    episode: str | None = None
-    scene: str | None = None
-    shot: str | None = None
-    characters: list[CharacterRef] = Field(min_length=1, max_length=8)
-    prompt: str = ""
-    negative_prompt: str = ""
-    template: str = "txt2img"
-    params: RenderParams = Field(default_factory=RenderParams)
-    priority: int = Field(default=5, ge=0, le=9)
+    producer: Producer = Producer.EXTERNAL
 
 
 class JobAccepted(Event):

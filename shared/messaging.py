@@ -8,6 +8,7 @@ with ``job_id``/``event_type`` headers and the job's ``correlation_id``.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import structlog
 from faststream import BaseMiddleware
 from faststream.message import StreamMessage
-from faststream.rabbit import Channel, RabbitBroker
+from faststream.rabbit import Channel, RabbitBroker, RabbitMessage
 
 from shared.events import Event, LedgerEntry
 from shared.logging import get_logger
@@ -133,3 +134,80 @@ async def wait_for_broker(broker: RabbitBroker, *, timeout: float, service: str)
             )
             await asyncio.sleep(min(delay, remaining))
             delay = min(delay * 2, 5.0)
+
+
+def parse_json_body(body: bytes, *, max_bytes: int) -> tuple[Any, str | None]:
+    """Decode a message body as strict JSON: returns ``(value, None)`` or ``(None, reason)``.
+
+    Strict means UTF-8 only, no ``NaN``/``Infinity`` (PostgreSQL's jsonb refuses them),
+    and a size cap checked before any parsing.
+    """
+    if len(body) > max_bytes:
+        return None, f"body too large: {len(body)} bytes > {max_bytes}"
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return None, f"body is not UTF-8: {exc.reason} at byte {exc.start}"
+    try:
+        return json.loads(text, parse_constant=_refuse_constant), None
+    except (ValueError, RecursionError) as exc:
+        return None, f"body is not JSON: {str(exc)[:200]}"
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+async def park_message(
+    broker: RabbitBroker,
+    topology: Topology,
+    spec: WorkQueueSpec,
+    *,
+    body: bytes,
+    headers: dict[str, Any] | None,
+    correlation_id: str | None,
+    reason: str,
+    service: str,
+) -> None:
+    """Put a message in ``spec``'s dead-letter queue with the reason in its headers.
+
+    Used for messages no retry can fix (an unparseable body). The caller acks the
+    original only after this publish is confirmed, so the message is never lost.
+    """
+    from shared.metrics import DEAD_LETTERED
+
+    await broker.publish(
+        body,
+        queue=topology.dlq_name(spec.name),
+        exchange="",
+        persist=True,
+        mandatory=True,
+        correlation_id=correlation_id,
+        headers={
+            **(headers or {}),
+            "x-park-reason": reason[:1000],
+            "x-parked-by": service,
+            "x-original-queue": spec.name,
+        },
+    )
+    DEAD_LETTERED.labels(service, reason.split(":", 1)[0]).inc()
+    log.warning("message.parked", queue=spec.name, reason=reason)
+
+
+async def requeue_after_pause(msg: RabbitMessage, *, error: BaseException | None = None) -> None:
+    """Give a message back for a later try, after a pause that grows with each delivery.
+
+    For failures of *our* infrastructure (database or backend briefly down): the message
+    itself is fine. The pause keeps an outage from becoming a hot loop, and the work
+    queue's delivery limit parks the message if it never succeeds.
+    """
+    deliveries = int((msg.headers or {}).get("x-delivery-count", 0) or 0)
+    pause = min(0.5 * 2.0**deliveries, 30.0)
+    log.warning(
+        "message.requeue",
+        deliveries=deliveries,
+        retry_in=pause,
+        error=repr(error) if error else None,
+    )
+    await asyncio.sleep(pause)
+    await msg.nack(requeue=True)

@@ -50,7 +50,9 @@ class Settings(BaseSettings):
     #: Renderer: redeliveries of one message before it is dead-lettered (poison cap).
     delivery_limit: int = 5
     #: Renderer: retry delays in seconds, one per attempt (tiers).
-    retry_delays: Annotated[list[float], NoDecode] = Field(default_factory=lambda: [5.0, 30.0, 120.0])
+    retry_delays: Annotated[list[float], NoDecode] = Field(
+        default_factory=lambda: [5.0, 30.0, 120.0]
+    )
     max_attempts: int = 4
     #: Renderer: prompts kept queued inside each ComfyUI backend at once.
     backend_slots: int = 2

@@ -135,7 +135,9 @@ class Topology:
             )
         return queues
 
-    def fanout_queue(self, service: str, binding_key: str, *, replica: str | None = None) -> RabbitQueue:
+    def fanout_queue(
+        self, service: str, binding_key: str, *, replica: str | None = None
+    ) -> RabbitQueue:
         """A per-replica queue that lives as long as its connection (exclusive, auto-delete).
 
         Only replicas that are running need these events (they catch up from the ledger
@@ -153,7 +155,9 @@ class Topology:
         )
 
     @staticmethod
-    def _dead_letter_args(target_queue: str, *, delivery_limit: int | None = None) -> QuorumQueueArgs:
+    def _dead_letter_args(
+        target_queue: str, *, delivery_limit: int | None = None
+    ) -> QuorumQueueArgs:
         args = QuorumQueueArgs(
             {
                 "x-dead-letter-exchange": "",

@@ -55,7 +55,10 @@ class Base(AsyncAttrs, DeclarativeBase):
 
 def _uuid_pk() -> Mapped[uuid.UUID]:
     return mapped_column(
-        UUID(as_uuid=True), primary_key=True, default=uuid.uuid4, server_default=func.gen_random_uuid()
+        UUID(as_uuid=True),
+        primary_key=True,
+        default=uuid.uuid4,
+        server_default=func.gen_random_uuid(),
     )
 
 
@@ -170,10 +173,24 @@ class Job(Base):
     """
 
     __tablename__ = "jobs"
-    __table_args__ = (Index("ix_jobs_project_created", "project_slug", "created_at"),)
+    __table_args__ = (
+        Index("ix_jobs_project_created", "project_slug", "created_at"),
+        # Resubmitting the same request returns the same job, even under a race.
+        UniqueConstraint("request_id", "request_hash"),
+        # At most one accepted job per request id; a rejected request may be fixed and
+        # resubmitted under the same id.
+        Index(
+            "uq_jobs_accepted_request_id",
+            "request_id",
+            unique=True,
+            postgresql_where=text("verdict = 'accepted'"),
+        ),
+        Index("ix_jobs_character_version_ids", "character_version_ids", postgresql_using="gin"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
-    request_id: Mapped[str] = mapped_column(String(200), unique=True)
+    #: The client's idempotency key; NULL only when a rejected body had none usable.
+    request_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
     #: sha256 of the canonical request body: same id + same hash = same request.
     request_hash: Mapped[str] = mapped_column(String(64))
     correlation_id: Mapped[str] = mapped_column(String(200))

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 from shared.logging import get_logger
 
@@ -44,3 +50,7 @@ async def wait_for_database(engine: AsyncEngine, *, timeout: float, service: str
             )
             await asyncio.sleep(min(delay, remaining))
             delay = min(delay * 2, 5.0)
+
+
+#: Anything that opens a session: an ``async_sessionmaker`` or a late-bound lambda.
+SessionFactory = Callable[[], AsyncSession]

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-21 06:06:21.314697
+Create Date: 2026-11-21 06:07:13.006691
 """
 
 from collections.abc import Sequence
@@ -91,7 +91,7 @@ def upgrade() -> None:
     op.create_table(
         "jobs",
         sa.Column("id", sa.UUID(), nullable=False),
-        sa.Column("request_id", sa.String(length=200), nullable=False),
+        sa.Column("request_id", sa.String(length=200), nullable=True),
         sa.Column("request_hash", sa.String(length=64), nullable=False),
         sa.Column("correlation_id", sa.String(length=200), nullable=False),
         sa.Column("project_slug", sa.String(length=200), nullable=False),
@@ -118,9 +118,25 @@ def upgrade() -> None:
             ["project_id"], ["projects.id"], name=op.f("fk_jobs_project_id_projects")
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_jobs")),
-        sa.UniqueConstraint("request_id", name=op.f("uq_jobs_request_id")),
+        sa.UniqueConstraint(
+            "request_id", "request_hash", name=op.f("uq_jobs_request_id_request_hash")
+        ),
+    )
+    op.create_index(
+        "ix_jobs_character_version_ids",
+        "jobs",
+        ["character_version_ids"],
+        unique=False,
+        postgresql_using="gin",
     )
     op.create_index("ix_jobs_project_created", "jobs", ["project_slug", "created_at"], unique=False)
+    op.create_index(
+        "uq_jobs_accepted_request_id",
+        "jobs",
+        ["request_id"],
+        unique=True,
+        postgresql_where=sa.text("verdict = 'accepted'"),
+    )
     op.create_table(
         "assets",
         sa.Column("id", sa.UUID(), server_default=sa.text("gen_random_uuid()"), nullable=False),
@@ -318,7 +334,13 @@ def downgrade() -> None:
     op.drop_index(op.f("ix_assets_sha256"), table_name="assets")
     op.drop_index("ix_assets_project_created", table_name="assets")
     op.drop_table("assets")
+    op.drop_index(
+        "uq_jobs_accepted_request_id",
+        table_name="jobs",
+        postgresql_where=sa.text("verdict = 'accepted'"),
+    )
     op.drop_index("ix_jobs_project_created", table_name="jobs")
+    op.drop_index("ix_jobs_character_version_ids", table_name="jobs", postgresql_using="gin")
     op.drop_table("jobs")
     op.drop_index("uq_character_definitions_scope_name", table_name="character_definitions")
     op.drop_table("character_definitions")

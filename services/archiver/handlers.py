@@ -1,0 +1,118 @@
+"""Archiver's subscriptions: the ledger (every event) and the archive (``job.rendered``)."""
+
+from __future__ import annotations
+
+from faststream import AckPolicy
+from faststream.rabbit import Channel, RabbitMessage, RabbitRouter
+from pydantic import ValidationError
+
+from services.archiver import SERVICE
+from services.archiver.archive import ArchiveError, Archivist
+from services.archiver.ledger import UnknownJob, record_event
+from shared.events import JobFailed, JobRendered, Producer, derived_id, parse_event
+from shared.logging import get_logger
+from shared.messaging import park_message, requeue_after_pause
+from shared.runtime import ServiceRuntime
+from shared.topology import WorkQueueSpec
+
+log = get_logger(__name__)
+
+MAX_EVENT_BYTES = 8 * 1024 * 1024
+
+
+def build_router(
+    runtime: ServiceRuntime,
+    archivist: Archivist,
+    *,
+    ledger_prefetch: int = 64,
+    archive_prefetch: int = 8,
+) -> RabbitRouter:
+    router = RabbitRouter()
+    specs = runtime.topology.pipeline_specs(runtime.settings)
+    ledger_spec, rendered_spec = specs["archiver.ledger"], specs["archiver.rendered"]
+
+    async def park(msg: RabbitMessage, spec: WorkQueueSpec, reason: str) -> None:
+        await park_message(
+            runtime.broker,
+            runtime.topology,
+            spec,
+            body=msg.body,
+            headers=dict(msg.headers or {}),
+            correlation_id=msg.correlation_id,
+            reason=reason,
+            service=SERVICE,
+        )
+
+    # MANUAL acks throughout: an event is acked only once its row is committed (and, for
+    # job.rendered, its files are on disk and job.archived is confirmed).
+    @router.subscriber(
+        runtime.topology.work_queue(ledger_spec),
+        runtime.topology.exchange,
+        channel=Channel(prefetch_count=ledger_prefetch),
+        ack_policy=AckPolicy.MANUAL,
+    )
+    async def on_any_job_event(msg: RabbitMessage) -> None:
+        """Record an event in the job ledger, move the job's state, relay it to watchers."""
+        try:
+            if len(msg.body) > MAX_EVENT_BYTES:
+                raise ValueError(f"event larger than {MAX_EVENT_BYTES} bytes")
+            event = parse_event(msg.body)
+        except (ValidationError, ValueError) as exc:
+            await park(msg, ledger_spec, f"invalid event: {str(exc)[:500]}")
+            await msg.ack()
+            return
+        try:
+            async with runtime.sessions() as session, session.begin():
+                recorded = await record_event(session, event)
+        except UnknownJob as exc:
+            await park(msg, ledger_spec, f"unknown job: {exc}")
+            await msg.ack()
+            return
+        except Exception as exc:
+            log.exception("archiver.ledger_failed")
+            await requeue_after_pause(msg, error=exc)
+            return
+        await runtime.bus.publish_ledger(recorded.entry, correlation_id=event.correlation_id)
+        log.debug("archiver.recorded", seq=recorded.entry.seq, state=recorded.entry.state)
+        await msg.ack()
+
+    @router.subscriber(
+        runtime.topology.work_queue(rendered_spec),
+        runtime.topology.exchange,
+        channel=Channel(prefetch_count=archive_prefetch),
+        ack_policy=AckPolicy.MANUAL,
+    )
+    async def on_job_rendered(msg: RabbitMessage) -> None:
+        """Fetch a render's images, archive them with metadata, publish job.archived."""
+        try:
+            event = JobRendered.model_validate_json(msg.body)
+        except ValidationError as exc:
+            await park(msg, rendered_spec, f"invalid job.rendered: {str(exc)[:500]}")
+            await msg.ack()
+            return
+        try:
+            await archivist.archive(event)
+        except ArchiveError as exc:
+            if exc.transient:
+                await requeue_after_pause(msg, error=exc)
+                return
+            log.error("archiver.failed", reason=str(exc))
+            await runtime.bus.publish(
+                JobFailed(
+                    event_id=derived_id(event.job_id, "failed", "archive"),
+                    job_id=event.job_id,
+                    correlation_id=event.correlation_id,
+                    producer=Producer.ARCHIVER,
+                    project=event.project,
+                    reason=f"archiving failed: {exc}",
+                    error_kind="archive",
+                    attempt=event.attempt,
+                )
+            )
+        except Exception as exc:
+            log.exception("archiver.archive_crashed")
+            await requeue_after_pause(msg, error=exc)
+            return
+        await msg.ack()
+
+    return router

@@ -1,0 +1,73 @@
+"""Ingest's AMQP door: ``job.submitted`` events from other systems."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from faststream import AckPolicy
+from faststream.rabbit import Channel, RabbitMessage, RabbitRouter
+
+from services.ingest import MAX_BODY_BYTES, SERVICE
+from services.ingest.submission import SubmissionDesk
+from shared.logging import get_logger
+from shared.messaging import park_message, parse_json_body, requeue_after_pause
+from shared.runtime import ServiceRuntime
+
+log = get_logger(__name__)
+
+
+def _job_id_hint(value: Any) -> uuid.UUID | None:
+    if isinstance(value, str):
+        try:
+            return uuid.UUID(value)
+        except ValueError:
+            return None
+    return None
+
+
+def build_router(
+    runtime: ServiceRuntime, desk: SubmissionDesk, *, prefetch: int = 32
+) -> RabbitRouter:
+    router = RabbitRouter()
+    spec = runtime.topology.pipeline_specs(runtime.settings)["ingest.submitted"]
+
+    # MANUAL: a message is acked only after its verdict is recorded and its event
+    # confirmed, and a failure (database down) is requeued after a pause rather than
+    # dead-lettered: the request itself may be perfectly valid.
+    @router.subscriber(
+        runtime.topology.work_queue(spec),
+        runtime.topology.exchange,
+        channel=Channel(prefetch_count=prefetch),
+        ack_policy=AckPolicy.MANUAL,
+    )
+    async def on_job_submitted(msg: RabbitMessage) -> None:
+        """Validate a submitted shot request and publish job.accepted or job.rejected."""
+        correlation_id = msg.correlation_id or msg.message_id or uuid.uuid4().hex
+        try:
+            body, reason = parse_json_body(msg.body, max_bytes=MAX_BODY_BYTES)
+            if reason is not None:
+                await park_message(
+                    runtime.broker,
+                    runtime.topology,
+                    spec,
+                    body=msg.body,
+                    headers=dict(msg.headers or {}),
+                    correlation_id=correlation_id,
+                    reason=reason,
+                    service=SERVICE,
+                )
+            else:
+                hint = body.get("job_id") if isinstance(body, dict) else None
+                if isinstance(body, dict) and isinstance(body.get("correlation_id"), str):
+                    correlation_id = body["correlation_id"][:200] or correlation_id
+                await desk.submit(
+                    body, via="amqp", correlation_id=correlation_id, job_id=_job_id_hint(hint)
+                )
+        except Exception as exc:
+            log.exception("ingest.submission_failed")
+            await requeue_after_pause(msg, error=exc)
+            return
+        await msg.ack()
+
+    return router

@@ -1,0 +1,40 @@
+"""Notifier's subscription: this replica's own queue of ledger entries."""
+
+from __future__ import annotations
+
+from faststream import AckPolicy
+from faststream.rabbit import Channel, RabbitMessage, RabbitRouter
+from pydantic import ValidationError
+
+from services.notifier import SERVICE
+from services.notifier.hub import Hub
+from shared.events import LedgerEntry
+from shared.logging import get_logger
+from shared.runtime import ServiceRuntime
+from shared.topology import LEDGER_PREFIX
+
+log = get_logger(__name__)
+
+
+def build_router(runtime: ServiceRuntime, hub: Hub, *, prefetch: int = 512) -> RabbitRouter:
+    router = RabbitRouter()
+    queue = runtime.topology.fanout_queue(SERVICE, f"{LEDGER_PREFIX}.#")
+
+    # ACK: these are live copies of rows already committed to the ledger; a watcher that
+    # misses one (notifier restart) catches up from PostgreSQL.
+    @router.subscriber(
+        queue,
+        runtime.topology.exchange,
+        channel=Channel(prefetch_count=prefetch),
+        ack_policy=AckPolicy.ACK,
+    )
+    async def on_ledger_entry(msg: RabbitMessage) -> None:
+        """Relay a recorded job event to every watcher that subscribed to it."""
+        try:
+            entry = LedgerEntry.model_validate_json(msg.body)
+        except ValidationError as exc:
+            log.warning("notifier.bad_ledger_entry", error=str(exc)[:300])
+            return
+        hub.publish(entry)
+
+    return router
