@@ -80,6 +80,14 @@ class Settings(BaseSettings):
             return [float(v) for v in value.split(",") if v.strip()]
         return value
 
+    def as_env(self) -> dict[str, str]:
+        """These settings as ``ANIME_*`` environment variables (for child processes)."""
+        env: dict[str, str] = {}
+        for name, value in self.model_dump().items():
+            text = ",".join(str(v) for v in value) if isinstance(value, list) else str(value)
+            env[f"ANIME_{name.upper()}"] = text
+        return env
+
     def sync_database_url(self) -> str:
         """The same database for libpq tools (psql, alembic offline)."""
         return self.database_url.replace("postgresql+asyncpg://", "postgresql://", 1)

@@ -15,6 +15,7 @@ from shared.db.migrate import upgrade_async
 from shared.settings import Settings
 from tests.support.db import create_database, drop_database
 from tests.support.pipeline import delete_topology, isolated_settings
+from tests.support.records import Records
 from tests.support.services import (
     container_amqp_url,
     container_database_url,
@@ -67,3 +68,25 @@ async def pipeline_settings(
     settings = isolated_settings(amqp_url=amqp_url, database_url=database_url, tmp=tmp_path)
     yield settings
     await delete_topology(amqp_url, settings)
+
+
+@pytest_asyncio.fixture(scope="session")
+async def seeded(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The studio's characters and demo project, loaded once; returns the reference root."""
+    from services.ingest.references import ReferenceStore
+    from services.ingest.seed import seed
+    from shared.db.session import make_engine, make_sessionmaker
+
+    root = tmp_path_factory.mktemp("references")
+    engine = make_engine(database_url, pool_size=1)
+    async with make_sessionmaker(engine)() as session, session.begin():
+        await seed(session, ReferenceStore(root))
+    await engine.dispose()
+    return root
+
+
+@pytest_asyncio.fixture
+async def records(database_url: str) -> AsyncIterator[Records]:
+    reader = Records(database_url)
+    yield reader
+    await reader.close()

@@ -1,0 +1,3 @@
+"""Renderer: drives ComfyUI backends; retries what can succeed, parks what cannot."""
+
+SERVICE = "renderer"

@@ -52,16 +52,6 @@ def isolated_settings(
     return Settings.model_validate(values)
 
 
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The same settings as environment variables, for service subprocesses."""
-    env: dict[str, str] = {}
-    for name, value in settings.model_dump().items():
-        if isinstance(value, list):
-            value = ",".join(str(v) for v in value)
-        env[f"ANIME_{name.upper()}"] = str(value)
-    return env
-
-
 @asynccontextmanager
 async def running(app: FastStream) -> AsyncIterator[FastStream]:
     """Run a service app in this process against the real broker (lifespan included)."""

@@ -1,0 +1,148 @@
+"""A pool of ComfyUI backends: health, bounded slots per backend, least-loaded choice.
+
+Each backend is kept fed with at most ``slots`` prompts at once: enough that its GPU
+never idles between two jobs, few enough that a backend dying strands little work.
+A backend that fails is marked down and probed (``/system_stats``) until it answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Iterable
+
+import aiohttp
+
+from services.renderer.comfyui import ComfyError, ComfyUIClient, PromptLocation, PromptState
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+
+
+class Backend:
+    def __init__(self, url: str, client: ComfyUIClient, slots: int) -> None:
+        self.url = url
+        self.client = client
+        self.slots = slots
+        self.in_flight = 0
+        self.healthy = False
+        self.last_error: str | None = None
+        self.busy_since: float | None = None
+
+    @property
+    def free(self) -> int:
+        return self.slots - self.in_flight
+
+
+class NoBackend(RuntimeError):
+    pass
+
+
+class BackendPool:
+    def __init__(
+        self,
+        urls: Iterable[str],
+        *,
+        session: Callable[[], aiohttp.ClientSession],
+        slots: int = 2,
+        probe_interval: float = 2.0,
+        transient_exception_types: Iterable[str] = (),
+    ) -> None:
+        self._session = session
+        self._transient_types = tuple(transient_exception_types)
+        self._urls = [url.rstrip("/") for url in urls]
+        self._slots = slots
+        self.backends: list[Backend] = []
+        self.probe_interval = probe_interval
+        self._changed = asyncio.Condition()
+        self._probe: asyncio.Task[None] | None = None
+
+    def _new_client(self, url: str) -> ComfyUIClient:
+        return ComfyUIClient(
+            url, session=self._session(), transient_exception_types=self._transient_types
+        )
+
+    async def start(self) -> None:
+        """Connect to every backend that answers; the rest are probed in the background."""
+        self.backends = [Backend(url, self._new_client(url), self._slots) for url in self._urls]
+        await asyncio.gather(*(self._try_up(b) for b in self.backends))
+        self._probe = asyncio.create_task(self._probe_loop())
+
+    async def close(self) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe
+        await asyncio.gather(*(b.client.close() for b in self.backends), return_exceptions=True)
+
+    def healthy(self) -> list[Backend]:
+        return [b for b in self.backends if b.healthy]
+
+    async def acquire(self, avoid: Iterable[str] = (), *, timeout: float | None = None) -> Backend:
+        """Take a slot on the least-loaded healthy backend, waiting for one if needed.
+
+        Backends in ``avoid`` (that just failed this job) are used only when no other
+        healthy backend exists: a retry goes elsewhere when it can.
+        """
+        avoided = {a.rstrip("/") for a in avoid}
+        async with asyncio.timeout(timeout), self._changed:
+            while True:
+                healthy = self.healthy()
+                preferred = [b for b in healthy if b.url not in avoided] or healthy
+                candidates = [b for b in preferred if b.free > 0]
+                if candidates:
+                    backend = max(candidates, key=lambda b: (b.free, -b.in_flight))
+                    backend.in_flight += 1
+                    if backend.busy_since is None:
+                        backend.busy_since = time.monotonic()
+                    return backend
+                await self._changed.wait()
+
+    async def release(
+        self, backend: Backend, *, failed: bool = False, error: str | None = None
+    ) -> None:
+        async with self._changed:
+            backend.in_flight -= 1
+            if backend.in_flight == 0:
+                backend.busy_since = None
+            if failed and backend.healthy:
+                backend.healthy = False
+                backend.last_error = error
+                log.warning("renderer.backend_down", backend=backend.url, error=error)
+            self._changed.notify_all()
+
+    async def find(self, prompt_id: str) -> tuple[Backend, PromptLocation] | None:
+        """The backend that already has ``prompt_id`` queued, running or finished."""
+        for backend in self.healthy():
+            try:
+                where = await backend.client.locate(prompt_id)
+            except ComfyError:
+                continue
+            if where.state is not PromptState.UNKNOWN:
+                return backend, where
+        return None
+
+    async def _try_up(self, backend: Backend) -> None:
+        try:
+            await backend.client.start()
+            await backend.client.system_stats()
+        except (ComfyError, aiohttp.ClientError, OSError, TimeoutError) as exc:
+            backend.last_error = str(exc)
+            log.warning("renderer.backend_unreachable", backend=backend.url, error=str(exc))
+            return
+        async with self._changed:
+            backend.healthy = True
+            backend.last_error = None
+            self._changed.notify_all()
+        log.info("renderer.backend_up", backend=backend.url)
+
+    async def _probe_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.probe_interval)
+            for backend in self.backends:
+                if not backend.healthy:
+                    # A fresh client: new websocket, new clientId, no stale waiters.
+                    await backend.client.close()
+                    backend.client = self._new_client(backend.url)
+                    await self._try_up(backend)

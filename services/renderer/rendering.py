@@ -1,0 +1,313 @@
+"""One render attempt of one job: compile, check, submit (or re-attach), wait, classify.
+
+The ComfyUI ``prompt_id`` is derived from (job, attempt). A renderer killed mid-render
+gets the job redelivered with the same attempt, finds that prompt on a backend (queued,
+running or finished) and re-attaches to it instead of rendering a second time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+
+from services.renderer.comfyui import (
+    ComfyError,
+    ComfyInterrupted,
+    ComfyPromptDeleted,
+    ComfyTransportError,
+    ComfyValidationError,
+    ProgressUpdate,
+    RunResult,
+)
+from services.renderer.comfyui.errors import ComfyPromptLost
+from services.renderer.pool import Backend, BackendPool
+from shared.events import (
+    JobAccepted,
+    JobProgress,
+    JobStarted,
+    Producer,
+    derived_id,
+)
+from shared.logging import get_logger
+from shared.messaging import EventBus
+from shared.workflows import (
+    BoundReference,
+    TemplateError,
+    TemplateRegistry,
+    UnknownTemplateError,
+    compile_workflow,
+    derive_prompt_id,
+    filename_prefix_for,
+    reference_upload_name,
+    validate_against_object_info,
+)
+
+log = get_logger(__name__)
+
+#: At most this many progress events per second per job (plus the final 100 %).
+PROGRESS_PER_SECOND = 4.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Rendered:
+    backend: str
+    prompt_id: str
+    result: RunResult
+    workflow: dict[str, Any]
+    seconds: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Failed:
+    """The attempt failed; ``transient`` decides between retry and ``job.failed``."""
+
+    reason: str
+    kind: str
+    transient: bool
+    backend: str | None = None
+    details: list[str] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass(frozen=True)
+class Interrupted:
+    backend: str
+    stage: str
+
+
+Outcome = Rendered | Failed | Interrupted
+
+
+class ProgressPublisher:
+    """Turns ComfyUI progress into throttled, monotonic ``job.progress`` events."""
+
+    def __init__(self, bus: EventBus, accepted: JobAccepted, attempt: int) -> None:
+        self.bus = bus
+        self.accepted = accepted
+        self.attempt = attempt
+        self.seq = 0
+        self.last_sent = 0.0
+        self.last_percent = -1.0
+
+    async def __call__(self, update: ProgressUpdate) -> None:
+        now = time.monotonic()
+        final = update.percent_overall >= 100.0
+        if update.percent_overall <= self.last_percent:
+            return
+        if not final and now - self.last_sent < 1.0 / PROGRESS_PER_SECOND:
+            return
+        await self.send(
+            update.percent_overall, node=update.node, value=update.value, maximum=update.max
+        )
+
+    async def send(
+        self,
+        percent: float,
+        *,
+        node: str | None = None,
+        value: int | None = None,
+        maximum: int | None = None,
+    ) -> None:
+        if percent <= self.last_percent:
+            return
+        self.seq += 1
+        self.last_sent = time.monotonic()
+        self.last_percent = percent
+        await self.bus.publish(
+            JobProgress(
+                event_id=derived_id(self.accepted.job_id, "progress", self.attempt, self.seq),
+                job_id=self.accepted.job_id,
+                correlation_id=self.accepted.correlation_id,
+                producer=Producer.RENDERER,
+                project=self.accepted.project,
+                attempt=self.attempt,
+                seq=self.seq,
+                percent=min(100.0, round(percent, 2)),
+                node=node,
+                value=value,
+                max=maximum,
+            )
+        )
+
+
+class RenderService:
+    def __init__(
+        self,
+        *,
+        pool: BackendPool,
+        templates: TemplateRegistry,
+        bus: EventBus,
+        http: Callable[[], aiohttp.ClientSession],
+        render_timeout: float = 25 * 60,
+    ) -> None:
+        self.pool = pool
+        self.templates = templates
+        self.bus = bus
+        self.http = http
+        # Inside RabbitMQ's 30-minute consumer timeout, with room for the publishes.
+        self.render_timeout = render_timeout
+
+    async def render(self, accepted: JobAccepted, attempt: int, avoid: list[str]) -> Outcome:
+        prompt_id = derive_prompt_id(accepted.job_id, attempt)
+        found = await self.pool.find(prompt_id)
+        if found is not None:
+            backend, where = found
+            log.info(
+                "renderer.reattach", backend=backend.url, prompt_id=prompt_id, state=where.state
+            )
+            backend.in_flight += 1
+            return await self._run(accepted, attempt, backend, prompt_id, submit=False)
+        backend = await self.pool.acquire(avoid)
+        return await self._run(accepted, attempt, backend, prompt_id, submit=True)
+
+    async def _run(
+        self, accepted: JobAccepted, attempt: int, backend: Backend, prompt_id: str, *, submit: bool
+    ) -> Outcome:
+        started = time.monotonic()
+        failed_backend = False
+        error: str | None = None
+        try:
+            workflow = await self._compile(accepted, attempt, backend) if submit else {}
+            if submit:
+                await backend.client.submit(
+                    workflow,
+                    prompt_id=prompt_id,
+                    extra_data={
+                        "extra_pnginfo": {
+                            "anime_job": {"job_id": str(accepted.job_id), "attempt": attempt}
+                        }
+                    },
+                )
+            await self.bus.publish(
+                JobStarted(
+                    event_id=derived_id(accepted.job_id, "started", attempt),
+                    job_id=accepted.job_id,
+                    correlation_id=accepted.correlation_id,
+                    producer=Producer.RENDERER,
+                    project=accepted.project,
+                    backend=backend.url,
+                    prompt_id=prompt_id,
+                    attempt=attempt,
+                )
+            )
+            progress = ProgressPublisher(self.bus, accepted, attempt)
+            result = await backend.client.wait(
+                prompt_id, on_progress=progress, timeout=self.render_timeout
+            )
+            await progress.send(100.0)
+            return Rendered(
+                backend=backend.url,
+                prompt_id=prompt_id,
+                result=result,
+                workflow=result.workflow or workflow,
+                seconds=result.render_seconds or (time.monotonic() - started),
+            )
+        except _Permanent as exc:
+            return Failed(
+                reason=exc.reason,
+                kind=exc.kind,
+                transient=False,
+                backend=backend.url,
+                details=exc.details,
+            )
+        except ComfyValidationError as exc:
+            return Failed(
+                reason=f"ComfyUI refused the workflow: {exc.message}",
+                kind="validation",
+                transient=False,
+                backend=backend.url,
+                details=exc.readable(),
+            )
+        except (ComfyInterrupted, ComfyPromptDeleted):
+            return Interrupted(backend=backend.url, stage="running")
+        except ComfyError as exc:
+            failed_backend = isinstance(exc, ComfyTransportError | ComfyPromptLost)
+            error = str(exc)
+            return Failed(
+                reason=str(exc),
+                kind=type(exc).__name__,
+                transient=exc.transient,
+                backend=backend.url,
+                details=exc.details(),
+            )
+        except TimeoutError:
+            return Failed(
+                reason="render timed out", kind="timeout", transient=True, backend=backend.url
+            )
+        finally:
+            await self.pool.release(backend, failed=failed_backend, error=error)
+
+    async def _compile(
+        self, accepted: JobAccepted, attempt: int, backend: Backend
+    ) -> dict[str, Any]:
+        spec = accepted.spec
+        try:
+            template = self.templates.get(spec.template)
+        except UnknownTemplateError as exc:
+            raise _Permanent(str(exc), "template") from exc
+        references = (
+            await self._references(accepted, backend) if template.bindings.reference_image else []
+        )
+        loras = []
+        seen: set[str] = set()
+        for character in spec.characters:
+            lora = character.definition.lora
+            if lora is not None and lora.name not in seen:
+                seen.add(lora.name)
+                loras.append(lora)
+        try:
+            workflow = compile_workflow(
+                template,
+                prompt=spec.composed_prompt,
+                negative=spec.composed_negative,
+                params=spec.params,
+                loras=loras,
+                reference_images=references,
+                filename_prefix=filename_prefix_for(accepted.job_id, attempt),
+                seed=spec.params.seed or 0,
+            )
+        except TemplateError as exc:
+            raise _Permanent(str(exc), "template") from exc
+        problems = validate_against_object_info(workflow, await backend.client.object_info())
+        if problems:
+            raise _Permanent(
+                f"workflow {spec.template!r} does not fit backend {backend.url}",
+                "validation",
+                problems,
+            )
+        return workflow
+
+    async def _references(self, accepted: JobAccepted, backend: Backend) -> list[BoundReference]:
+        bound = []
+        for character in accepted.spec.characters:
+            for reference in character.references:
+                async with self.http().get(
+                    reference.url, timeout=aiohttp.ClientTimeout(total=30)
+                ) as r:
+                    if r.status != 200:
+                        raise _Permanent(
+                            f"reference {reference.sha256} unavailable ({r.status})", "reference"
+                        )
+                    data = await r.read()
+                uploaded = await backend.client.upload_image(
+                    data, filename=reference_upload_name(reference), overwrite=True
+                )
+                bound.append(
+                    BoundReference(
+                        filename=uploaded.load_image_value(),
+                        weight=reference.weight,
+                        kind=reference.kind,
+                    )
+                )
+        return bound
+
+
+class _Permanent(Exception):
+    def __init__(self, reason: str, kind: str, details: list[str] | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.kind = kind
+        self.details = details or []

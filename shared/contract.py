@@ -1,0 +1,139 @@
+"""Who publishes and who consumes which event, and the documents generated from it.
+
+``docs/asyncapi.json`` (AsyncAPI 3.0) and ``docs/schemas/*.json`` (one JSON Schema per
+event) are generated from this module, the event models and the topology, by
+``anime docs generate``; a test regenerates them and compares with the committed files.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from faststream import FastStream
+from faststream.rabbit import RabbitBroker
+from faststream.specification import AsyncAPI
+
+from shared.events import EVENT_MODELS, SCHEMA_VERSION, EventType, LedgerEntry
+from shared.settings import Settings
+from shared.topology import LEDGER_PREFIX, Topology
+
+#: What each party publishes.
+PUBLISHES: dict[str, tuple[EventType, ...]] = {
+    "external": (EventType.SUBMITTED, EventType.CANCEL_REQUESTED),
+    "ingest": (EventType.ACCEPTED, EventType.REJECTED, EventType.CANCEL_REQUESTED),
+    "renderer": (
+        EventType.STARTED,
+        EventType.PROGRESS,
+        EventType.RENDERED,
+        EventType.RETRYING,
+        EventType.FAILED,
+        EventType.CANCELLED,
+    ),
+    "archiver": (EventType.ARCHIVED, EventType.FAILED),
+}
+
+#: Which pipeline work queue (``Topology.pipeline_specs`` key) each consumer reads.
+CONSUMES: dict[str, str] = {
+    "ingest": "ingest.submitted",
+    "renderer": "renderer.accepted",
+    "archiver (ledger)": "archiver.ledger",
+    "archiver (archive)": "archiver.rendered",
+}
+
+DESCRIPTION = """Events of the anime-production pipeline.
+
+Every event goes through one durable topic exchange with routing key
+`<event_type>.<project>` (bind `job.progress.*` for one type, `job.*.<project>` for one
+project, `job.#` for all). Messages are persistent JSON with headers `job_id`,
+`event_type`, `event_id`; `correlation_id` is carried from the first request to the last
+event. Recorded events are relayed as `ledger.<event_type>.<project>` with the job's
+sequence number."""
+
+
+def _doc(model: type[Any]) -> str:
+    return (model.__doc__ or "").strip().split("\n\n")[0]
+
+
+def contract_app(settings: Settings | None = None) -> FastStream:
+    """A FastStream app whose only purpose is to describe the contract in AsyncAPI."""
+    settings = settings or Settings()
+    topology = Topology.from_settings(settings)
+    broker = RabbitBroker(settings.amqp_url)
+    for party, events in PUBLISHES.items():
+        for event_type in events:
+            model = EVENT_MODELS[event_type]
+            broker.publisher(
+                exchange=topology.exchange,
+                routing_key=f"{event_type.value}.{{project}}",
+                schema=model,
+                title=f"{party}: publish {event_type.value}",
+                description=_doc(model),
+                persist=True,
+            )
+    specs = topology.pipeline_specs(settings)
+    for consumer, key in CONSUMES.items():
+        spec = specs[key]
+        queue = topology.work_queue(spec)
+        models = [EVENT_MODELS[EventType(k.removesuffix(".#"))] for k in spec.binding_keys]
+        body_type: Any = models[0] if len(models) == 1 else Any
+
+        async def handler(body: Any) -> None:  # pragma: no cover - documentation only
+            return None
+
+        handler.__annotations__["body"] = body_type
+        broker.subscriber(
+            queue,
+            topology.exchange,
+            title=f"{consumer}: {spec.name}",
+            description=(
+                f"Durable quorum queue bound with {', '.join(spec.binding_keys)}; dead letters "
+                f"go to {topology.dlq_name(spec.name)}."
+            ),
+        )(handler)
+    ledger = topology.fanout_queue("notifier", f"{LEDGER_PREFIX}.#", replica="{replica}")
+
+    async def ledger_handler(body: LedgerEntry) -> None:  # pragma: no cover - documentation only
+        return None
+
+    broker.subscriber(
+        ledger,
+        topology.exchange,
+        title="notifier: ledger relay",
+        description="Each notifier replica's own queue of recorded events (ledger.#).",
+    )(ledger_handler)
+    return FastStream(
+        broker,
+        specification=AsyncAPI(
+            title="anime-production events",
+            version=f"schema-v{SCHEMA_VERSION}",
+            description=DESCRIPTION,
+        ),
+    )
+
+
+def asyncapi_document() -> dict[str, Any]:
+    document: dict[str, Any] = contract_app().schema.to_specification().to_jsonable()
+    return document
+
+
+def event_schemas() -> dict[str, dict[str, Any]]:
+    schemas = {t.value: m.model_json_schema() for t, m in EVENT_MODELS.items()}
+    schemas["ledger.entry"] = LedgerEntry.model_json_schema()
+    return schemas
+
+
+def write_documents(docs: Path) -> list[Path]:
+    """Write the AsyncAPI document and the JSON Schemas under ``docs``; return the paths."""
+    written = []
+    target = docs / "asyncapi.json"
+    target.write_text(json.dumps(asyncapi_document(), indent=2, sort_keys=True) + "\n")
+    written.append(target)
+    schema_dir = docs / "schemas"
+    schema_dir.mkdir(parents=True, exist_ok=True)
+    for name, schema in event_schemas().items():
+        path = schema_dir / f"{name}.json"
+        path.write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n")
+        written.append(path)
+    return written
