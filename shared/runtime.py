@@ -20,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from shared.auth import KeyChecker, auth_middleware
 from shared.db.session import make_engine, make_sessionmaker, wait_for_database
 from shared.logging import configure_logging, get_logger
 from shared.messaging import EventBus, declare_pipeline, make_broker, wait_for_broker
@@ -47,7 +48,11 @@ class ServiceRuntime:
         self.broker = make_broker(settings, service=name)
         self.broker.add_middleware(make_metrics_middleware(name))
         self.bus = EventBus(self.broker, self.topology)
-        self.http = web.Application(client_max_size=32 * 1024**2)
+        self.keys = KeyChecker(lambda: self.sessions())
+        self.http = web.Application(
+            client_max_size=32 * 1024**2,
+            middlewares=[auth_middleware(self.keys, enabled=settings.require_api_keys)],
+        )
         self.http.router.add_get("/healthz", self._healthz)
         self.http.router.add_get("/readyz", self._readyz)
         self.http.router.add_get("/metrics", self._metrics)

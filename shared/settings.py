@@ -43,6 +43,11 @@ class Settings(BaseSettings):
     #: Where renderers fetch reference images from (ingest's public address).
     public_ingest_url: str = "http://127.0.0.1:8401"
 
+    #: Require API keys on HTTP/WebSocket endpoints. Only turn off on a closed network.
+    require_api_keys: bool = True
+    #: The key the CLI presents to the services (``ANIME_API_KEY``).
+    api_key: str | None = None
+
     #: How long a service waits for RabbitMQ/PostgreSQL at start-up before giving up.
     startup_timeout_seconds: float = 60.0
     log_level: str = "INFO"

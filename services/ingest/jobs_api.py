@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.ingest import MAX_BODY_BYTES
 from services.ingest.http_errors import error_response
 from services.ingest.submission import SubmissionDesk
+from shared.auth import requires
 from shared.db.models import Asset, Job, JobEvent, JobState
 from shared.db.session import SessionFactory
 
@@ -94,6 +95,7 @@ class JobsApi:
         app.router.add_post("/v1/jobs", self.submit)
         app.router.add_get("/v1/jobs/{job_id}", self.get)
 
+    @requires("submit")
     async def submit(self, request: web.Request) -> web.Response:
         """Submit a shot. 202 new job, 200 same request again, 409 conflict, 422 invalid."""
         if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
@@ -127,6 +129,7 @@ class JobsApi:
         status = 409 if verdict.status == "conflict" else 422
         return error_response(status, verdict.problems, job_id=str(verdict.job_id))
 
+    @requires("read")
     async def get(self, request: web.Request) -> web.Response:
         """A job: state, timestamps, character versions, events, assets once archived."""
         try:

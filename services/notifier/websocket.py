@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from services.notifier.history import missed_entries
 from services.notifier.hub import Hub, Subscription, Watcher, topic_pattern
+from shared.auth import Principal, requires
 from shared.db.session import SessionFactory
 from shared.events import SLUG_PATTERN, LedgerEntry
 from shared.logging import get_logger
@@ -78,11 +79,13 @@ class WebSocketApi:
     def register(self, app: web.Application) -> None:
         app.router.add_get("/v1/ws", self.handle)
 
+    @requires("read")
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
         """Open a watcher socket (see the module docstring for the protocol)."""
         ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=MAX_CLIENT_FRAME)
         await ws.prepare(request)
-        watcher = Watcher(buffer=self.buffer, projects=request.get("allowed_projects"))
+        principal: Principal | None = request.get("principal")
+        watcher = Watcher(buffer=self.buffer, projects=principal.projects if principal else None)
         self.hub.add(watcher)
         sender = asyncio.create_task(self._send_loop(ws, watcher))
         try:

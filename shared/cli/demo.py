@@ -17,8 +17,10 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from shared.auth import create_key
 from shared.cli.ops import job_row, load_seed, migrate, publish_submission, watch_job
 from shared.cli.processes import SERVICES, Supervisor, service_argv, simulator_argv
+from shared.db.session import make_engine, make_sessionmaker
 from shared.settings import REPO_ROOT, Settings
 
 #: Names the simulator offers as installed models, so the real txt2img template validates.
@@ -67,6 +69,12 @@ async def run_demo(settings: Settings, console: Console, *, render_seconds: floa
     await migrate(settings)
     seeded = await load_seed(settings)
     console.print(f"database migrated and seeded: {seeded['characters']}")
+    engine = make_engine(settings.database_url, pool_size=1)
+    try:
+        key, _ = await create_key(make_sessionmaker(engine), name="demo", scopes=["admin"])
+    finally:
+        await engine.dispose()
+    settings = settings.model_copy(update={"api_key": key})
     log_dir = REPO_ROOT / "var" / "logs" / time.strftime("demo-%Y%m%d-%H%M%S")
     supervisor = Supervisor(log_dir=log_dir)
     try:

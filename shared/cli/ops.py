@@ -87,7 +87,11 @@ async def watch_job(
 ) -> str:
     """Follow a job on the notifier's WebSocket until it reaches a final state."""
     url = f"http://{settings.http_host}:{settings.notifier_port}/v1/ws"
-    async with aiohttp.ClientSession() as client, client.ws_connect(url, heartbeat=20) as ws:
+    headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
+    async with (
+        aiohttp.ClientSession() as client,
+        client.ws_connect(url, heartbeat=20, headers=headers) as ws,
+    ):
         await ws.send_json({"action": "subscribe", "job_id": str(job_id), "since": 0})
         async with asyncio.timeout(timeout):
             async for message in ws:

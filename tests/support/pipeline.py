@@ -47,6 +47,7 @@ def isolated_settings(
         "startup_timeout_seconds": 20.0,
         "retry_delays": [0.2, 0.4, 0.8],
         "log_level": "WARNING",
+        "require_api_keys": False,
         **overrides,
     }
     return Settings.model_validate(values)
