@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from shared.auth import create_key
-from shared.cli.ops import job_row, load_seed, migrate, publish_submission, watch_job
+from shared.cli.ops import job_assets, job_row, load_seed, migrate, publish_submission, watch_job
 from shared.cli.processes import SERVICES, Supervisor, service_argv, simulator_argv
 from shared.db.session import make_engine, make_sessionmaker
 from shared.settings import REPO_ROOT, Settings
@@ -139,18 +139,7 @@ async def run_demo(settings: Settings, console: Console, *, render_seconds: floa
         if final != "completed":
             console.print(f"[red]job ended {final}[/]: {json.dumps(row, indent=2)}")
             return 1
-        from sqlalchemy import select
-
-        from shared.db.models import Asset
-        from shared.db.session import make_engine, make_sessionmaker
-
-        engine = make_engine(settings.database_url, pool_size=1)
-        async with make_sessionmaker(engine)() as session:
-            assets = (
-                await session.scalars(select(Asset).where(Asset.job_id == event.job_id))
-            ).all()
-        await engine.dispose()
-        for asset in assets:
+        for asset in await job_assets(settings, event.job_id):
             path = Path(settings.asset_root) / asset.path
             console.print(
                 f"archived: [bold green]{path}[/] ({asset.width}x{asset.height}, {asset.bytes} bytes)"
