@@ -14,7 +14,7 @@ import pytest
 from services.archiver.pngmeta import JOB_CHUNK, read_text_chunks
 from shared.settings import Settings
 from tests.support.amqp import publish_submission
-from tests.support.procs import START_ORDER, pipeline_processes
+from tests.support.procs import pipeline_processes
 from tests.support.records import Records
 from tests.support.wait import eventually
 
@@ -94,7 +94,9 @@ async def test_one_shot_flows_through_four_service_processes(
         assert [e.event_type for e in await records.events(job_id)] == kinds
 
 
-@pytest.mark.parametrize("service", START_ORDER)
+# The notifier has no durable queue on the job's path (watchers catch up from the ledger),
+# so "a job waiting in its queue" applies to the other three.
+@pytest.mark.parametrize("service", ["ingest", "renderer", "archiver"])
 async def test_a_job_waiting_while_a_service_is_down_completes_when_it_is_back(
     service: str, pipeline_settings: Settings, seeded: Path, records: Records, tmp_path: Path
 ) -> None:
