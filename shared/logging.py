@@ -43,9 +43,16 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # Per-request access lines and per-message framework lines drown the useful ones.
-    for noisy in ("aiohttp.access", "aiormq", "aio_pika"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # FastStream gives its logger a coloured text handler of its own and stops
+    # propagation; route it through the JSON handler like everything else.
+    framework = logging.getLogger("faststream")
+    framework.handlers.clear()
+    framework.propagate = True
+    # Per-request access lines and per-message "Received/Processed" lines drown the
+    # useful ones; they come back with ANIME_LOG_LEVEL=DEBUG.
+    quiet = logging.DEBUG if level.upper() == "DEBUG" else logging.WARNING
+    for noisy in ("aiohttp.access", "aiormq", "aio_pika", "faststream"):
+        logging.getLogger(noisy).setLevel(quiet)
 
 
 def _add_service(service: str) -> Any:
