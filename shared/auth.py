@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from aiohttp import web
 from sqlalchemy import select, update
@@ -33,6 +33,7 @@ KEY_PREFIX = "ak"
 _REQUIRED_ATTR = "__anime_required_scope__"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,10 +134,10 @@ class KeyChecker:
         return principal
 
 
-def requires(scope: Scope) -> Callable[[Handler], Handler]:
+def requires(scope: Scope) -> Callable[[F], F]:
     """Mark an aiohttp handler as needing ``scope``; unmarked handlers are public."""
 
-    def mark(handler: Handler) -> Handler:
+    def mark(handler: F) -> F:
         setattr(handler, _REQUIRED_ATTR, scope)
         return handler
 

@@ -227,7 +227,7 @@ class Event(BaseModel):
     def routing_key(self) -> str:
         return routing_key(self.event_type, self.project)
 
-    def headers(self) -> dict[str, str]:
+    def headers(self) -> dict[str, Any]:
         """AMQP headers: lets consumers bind log context before decoding the body."""
         return {
             "job_id": str(self.job_id),

@@ -48,7 +48,6 @@ def make_broker(settings: Settings, *, service: str) -> RabbitBroker:
         middlewares=[BindLogContext],
         logger=get_logger(f"faststream.{service}"),
         graceful_timeout=30.0,
-        client_properties={"connection_name": f"anime-{service}"},
     )
 
 

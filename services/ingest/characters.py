@@ -6,7 +6,7 @@ import difflib
 import uuid
 from collections.abc import Callable, Sequence
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db.models import (
@@ -21,7 +21,7 @@ from shared.events import CharacterRef, CharacterSnapshot, Problem, ReferenceIma
 ReferenceUrl = Callable[[str], str]
 
 
-def _visible(project_id: uuid.UUID | None) -> object:
+def _visible(project_id: uuid.UUID | None) -> ColumnElement[bool]:
     """Characters a project can use: its own and the global ones."""
     if project_id is None:
         return CharacterDefinition.project_id.is_(None)

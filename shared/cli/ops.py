@@ -72,7 +72,7 @@ async def publish_submission(settings: Settings, request: dict[str, Any]) -> Job
             persist=True,
             correlation_id=event.correlation_id,
             message_id=str(event.event_id),
-            headers=event.headers(),
+            headers=dict(event.headers()),
             content_type="application/json",
         )
     return event
