@@ -89,7 +89,7 @@ def contract_app(settings: Settings | None = None) -> FastStream:
             title=f"{consumer}: {spec.name}",
             description=(
                 f"Durable quorum queue bound with {', '.join(spec.binding_keys)}; dead letters "
-                f"go to {topology.dlq_name(spec.name)}."
+                f"go to {spec.dlq}."
             ),
         )(handler)
     ledger = topology.fanout_queue("notifier", f"{LEDGER_PREFIX}.#", replica="{replica}")

@@ -177,7 +177,7 @@ async def park_message(
 
     await broker.publish(
         body,
-        queue=topology.dlq_name(spec.name),
+        queue=spec.dlq,
         exchange="",
         persist=True,
         mandatory=True,

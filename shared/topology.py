@@ -43,6 +43,25 @@ class WorkQueueSpec:
     binding_keys: tuple[str, ...]
     delivery_limit: int
     retry_delays: tuple[float, ...] = ()
+    #: Where dead letters go; by default the queue's own ``.dlq``.
+    dead_letter_queue: str | None = None
+
+    @property
+    def dlq(self) -> str:
+        return self.dead_letter_queue or Topology.dlq_name(self.name)
+
+
+#: Renderer priority bands: (name, lowest priority, highest priority). RabbitMQ 3.10
+#: quorum queues have no message priorities, so the renderer moves each accepted job
+#: into the durable quorum queue of its band and always serves higher bands first.
+PRIORITY_BANDS: tuple[tuple[str, int, int], ...] = (("high", 7, 9), ("normal", 3, 6), ("low", 0, 2))
+
+
+def priority_band(priority: int) -> str:
+    for name, low, high in PRIORITY_BANDS:
+        if low <= priority <= high:
+            return name
+    raise ValueError(f"priority {priority} outside 0-9")
 
 
 def _retry_suffix(delay_seconds: float) -> str:
@@ -104,20 +123,35 @@ class Topology:
             retry_delays=tuple(retry_delays),
         )
 
+    def internal(
+        self,
+        service: str,
+        name: str,
+        *,
+        delivery_limit: int = 5,
+        dead_letter_queue: str | None = None,
+    ) -> WorkQueueSpec:
+        """A durable work queue a service feeds itself (no binding to the exchange)."""
+        return WorkQueueSpec(
+            service=service,
+            name=self.queue_name(service, name),
+            binding_keys=(),
+            delivery_limit=delivery_limit,
+            dead_letter_queue=dead_letter_queue,
+        )
+
     def work_queue(self, spec: WorkQueueSpec) -> RabbitQueue:
         """The quorum work queue itself, bound with its first key (others: `bindings`)."""
         return RabbitQueue(
             spec.name,
             queue_type=QueueType.QUORUM,
             durable=True,
-            routing_key=spec.binding_keys[0],
-            arguments=self._dead_letter_args(
-                self.dlq_name(spec.name), delivery_limit=spec.delivery_limit
-            ),
+            routing_key=spec.binding_keys[0] if spec.binding_keys else "",
+            arguments=self._dead_letter_args(spec.dlq, delivery_limit=spec.delivery_limit),
         )
 
     def dead_letter_queue(self, spec: WorkQueueSpec) -> RabbitQueue:
-        return RabbitQueue(self.dlq_name(spec.name), queue_type=QueueType.QUORUM, durable=True)
+        return RabbitQueue(spec.dlq, queue_type=QueueType.QUORUM, durable=True)
 
     def retry_queues(self, spec: WorkQueueSpec) -> list[RabbitQueue]:
         """One delay queue per tier: no consumer; expired messages return to the work queue."""
@@ -179,12 +213,23 @@ class Topology:
             "ingest.submitted": self.work(
                 "ingest", EventType.SUBMITTED, delivery_limit=settings.delivery_limit
             ),
-            "renderer.accepted": self.work(
-                "renderer",
-                EventType.ACCEPTED,
-                delivery_limit=settings.delivery_limit,
-                retry_delays=settings.retry_delays,
+            "renderer.accepted": (
+                intake := self.work(
+                    "renderer",
+                    EventType.ACCEPTED,
+                    delivery_limit=settings.delivery_limit,
+                    retry_delays=settings.retry_delays,
+                )
             ),
+            **{
+                f"renderer.band.{band}": self.internal(
+                    "renderer",
+                    f"band.{band}",
+                    delivery_limit=settings.delivery_limit,
+                    dead_letter_queue=intake.dlq,
+                )
+                for band, _, _ in PRIORITY_BANDS
+            },
             "archiver.ledger": self.work(
                 "archiver",
                 [t for t in EventType if t is not EventType.SUBMITTED],

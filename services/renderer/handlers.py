@@ -1,14 +1,20 @@
-"""Renderer's subscription: ``job.accepted`` → render → ``job.rendered`` (or retry / fail).
+"""Renderer's subscriptions.
 
-Routing of an attempt's outcome:
+* ``renderer.job.accepted`` (intake): each accepted job is moved, durably, into the quorum
+  queue of its priority band (``renderer.band.high|normal|low``), then acked. RabbitMQ
+  3.10 quorum queues have no priorities; bands plus priority-ordered backend slots give
+  high priorities a way past a backlog without giving up durability.
+* ``renderer.band.*``: render, then route the outcome:
 
-* rendered → publish ``job.rendered``, confirmed, *then* ack;
-* transient failure with attempts left → ``job.retrying``, and the message goes to the
-  delay queue of its tier (no consumer sleeps, nothing blocks the queue's head), carrying
-  ``x-attempt`` and the backend to avoid; then ack;
-* transient failure with no attempts left, or a permanent failure → ``job.failed`` and
-  the message is parked in the renderer's dead-letter queue with the reason; then ack;
-* cancelled → ``job.cancelled``.
+  - rendered → publish ``job.rendered``, confirmed, *then* ack;
+  - transient failure with attempts left → ``job.retrying``; the message goes to the
+    delay queue of its tier (no consumer sleeps, nothing blocks a queue's head) with
+    ``x-attempt`` and the backend to avoid, and comes back through the intake;
+  - transient failure with no attempts left, or a permanent failure → ``job.failed`` and
+    the message is parked in ``renderer.job.accepted.dlq`` with the reason;
+  - cancelled → ``job.cancelled``.
+
+* ``renderer.fanout.<replica>``: this replica's copy of every ``job.cancel_requested``.
 
 Nothing is acked before the event that records its outcome is confirmed by the broker.
 """
@@ -23,11 +29,14 @@ from pydantic import ValidationError
 from sqlalchemy import select
 
 from services.renderer import SERVICE
+from services.renderer.cancellation import CancelRegistry
 from services.renderer.rendering import Failed, Interrupted, Rendered, RenderService
-from shared.db.models import JobState
+from shared.db.models import JobEvent, JobState
 from shared.events import (
+    EventType,
     JobAccepted,
     JobCancelled,
+    JobCancelRequested,
     JobFailed,
     JobRendered,
     JobRetrying,
@@ -37,6 +46,7 @@ from shared.events import (
 from shared.logging import get_logger
 from shared.messaging import park_message, requeue_after_pause
 from shared.runtime import ServiceRuntime
+from shared.topology import PRIORITY_BANDS, WorkQueueSpec, priority_band
 
 log = get_logger(__name__)
 
@@ -53,21 +63,59 @@ def attempt_of(headers: dict[str, Any]) -> int:
 
 
 def build_router(
-    runtime: ServiceRuntime, renderer: RenderService, *, prefetch: int
+    runtime: ServiceRuntime,
+    renderer: RenderService,
+    cancels: CancelRegistry,
+    *,
+    prefetch: int,
 ) -> RabbitRouter:
     router = RabbitRouter()
     settings = runtime.settings
-    spec = runtime.topology.pipeline_specs(settings)["renderer.accepted"]
-    retry_queues = [runtime.topology.retry_name(spec.name, d) for d in spec.retry_delays]
+    specs = runtime.topology.pipeline_specs(settings)
+    intake = specs["renderer.accepted"]
+    bands = {band: specs[f"renderer.band.{band}"] for band, _, _ in PRIORITY_BANDS}
+    retry_queues = [runtime.topology.retry_name(intake.name, d) for d in intake.retry_delays]
 
-    async def job_is_final(accepted: JobAccepted) -> bool:
-        # A duplicate job.accepted (ingest replays it after a crash) for a job that has
-        # already ended must not render again.
+    async def park(msg: RabbitMessage, spec: WorkQueueSpec, reason: str, **extra: Any) -> None:
+        await park_message(
+            runtime.broker,
+            runtime.topology,
+            spec,
+            body=msg.body,
+            headers={**dict(msg.headers or {}), **extra},
+            correlation_id=msg.correlation_id,
+            reason=reason,
+            service=SERVICE,
+        )
+
+    async def ended_or_cancelled(accepted: JobAccepted) -> tuple[bool, bool]:
+        """(the job already ended, a cancel was requested) as far as the ledger knows."""
         async with runtime.sessions() as session:
             state = await session.scalar(
                 select(JobState.state).where(JobState.job_id == accepted.job_id)
             )
-        return state in FINAL_STATES
+            cancel = await session.scalar(
+                select(JobEvent.id)
+                .where(
+                    JobEvent.job_id == accepted.job_id,
+                    JobEvent.event_type == EventType.CANCEL_REQUESTED.value,
+                )
+                .limit(1)
+            )
+        return state in FINAL_STATES, cancel is not None
+
+    async def publish_cancelled(accepted: JobAccepted, stage: str) -> None:
+        await runtime.bus.publish(
+            JobCancelled(
+                event_id=derived_id(accepted.job_id, "cancelled"),
+                job_id=accepted.job_id,
+                correlation_id=accepted.correlation_id,
+                producer=Producer.RENDERER,
+                project=accepted.project,
+                stage=stage,  # type: ignore[arg-type]
+                reason=cancels.requested.get(accepted.job_id, "requested"),
+            )
+        )
 
     async def fail(
         accepted: JobAccepted, msg: RabbitMessage, attempt: int, outcome: Failed
@@ -85,27 +133,19 @@ def build_router(
                 details=outcome.details,
             )
         )
-        await park_message(
-            runtime.broker,
-            runtime.topology,
-            spec,
-            body=msg.body,
-            headers={
-                **dict(msg.headers or {}),
-                ATTEMPT_HEADER: attempt,
-                "x-error-kind": outcome.kind,
-            },
-            correlation_id=accepted.correlation_id,
-            reason=f"{outcome.kind}: {outcome.reason}"
-            + (f" | {'; '.join(outcome.details)[:600]}" if outcome.details else ""),
-            service=SERVICE,
+        details = f" | {'; '.join(outcome.details)[:600]}" if outcome.details else ""
+        await park(
+            msg,
+            intake,
+            f"{outcome.kind}: {outcome.reason}{details}",
+            **{ATTEMPT_HEADER: attempt, "x-error-kind": outcome.kind},
         )
 
     async def retry(
         accepted: JobAccepted, msg: RabbitMessage, attempt: int, outcome: Failed
     ) -> None:
-        tier = min(attempt - 1, len(spec.retry_delays) - 1)
-        delay = spec.retry_delays[tier]
+        tier = min(attempt - 1, len(intake.retry_delays) - 1)
+        delay = intake.retry_delays[tier]
         await runtime.bus.publish(
             JobRetrying(
                 event_id=derived_id(accepted.job_id, "retrying", attempt),
@@ -136,36 +176,57 @@ def build_router(
             headers={**headers, ATTEMPT_HEADER: attempt + 1, AVOID_HEADER: ",".join(avoid)},
         )
 
-    # MANUAL: the ack follows the confirmed publish of the outcome; an error of our own
-    # (broker or database briefly away) requeues the job after a pause.
+    # MANUAL acks throughout: the ack follows the confirmed publish of the outcome; an
+    # error of our own (broker or database briefly away) requeues after a pause.
     @router.subscriber(
-        runtime.topology.work_queue(spec),
+        runtime.topology.work_queue(intake),
         runtime.topology.exchange,
-        channel=Channel(prefetch_count=prefetch),
+        channel=Channel(prefetch_count=64),
         ack_policy=AckPolicy.MANUAL,
     )
     async def on_job_accepted(msg: RabbitMessage) -> None:
-        """Render an accepted job on a ComfyUI backend and publish its outcome."""
+        """Move an accepted job into the durable queue of its priority band."""
         try:
             accepted = JobAccepted.model_validate_json(msg.body)
         except ValidationError as exc:
-            await park_message(
-                runtime.broker,
-                runtime.topology,
-                spec,
-                body=msg.body,
+            await park(msg, intake, f"invalid job.accepted: {str(exc)[:500]}")
+            await msg.ack()
+            return
+        try:
+            await runtime.broker.publish(
+                msg.body,
+                queue=bands[priority_band(accepted.spec.priority)].name,
+                exchange="",
+                persist=True,
+                mandatory=True,
+                correlation_id=accepted.correlation_id,
+                message_id=msg.message_id,
+                content_type="application/json",
                 headers=dict(msg.headers or {}),
-                correlation_id=msg.correlation_id,
-                reason=f"invalid job.accepted: {str(exc)[:500]}",
-                service=SERVICE,
             )
+        except Exception as exc:
+            await requeue_after_pause(msg, error=exc)
+            return
+        await msg.ack()
+
+    async def render_one(msg: RabbitMessage) -> None:
+        try:
+            accepted = JobAccepted.model_validate_json(msg.body)
+        except ValidationError as exc:
+            await park(msg, intake, f"invalid job.accepted: {str(exc)[:500]}")
             await msg.ack()
             return
         headers = dict(msg.headers or {})
         attempt = attempt_of(headers)
         try:
-            if await job_is_final(accepted):
-                log.info("renderer.skip_final_job", attempt=attempt)
+            ended, cancel_requested = await ended_or_cancelled(accepted)
+            if ended:
+                # A duplicate of a job that already ended (ingest replays after a crash).
+                log.info("renderer.skip_ended_job", attempt=attempt)
+                await msg.ack()
+                return
+            if cancel_requested or cancels.is_requested(accepted.job_id):
+                await publish_cancelled(accepted, "pending")
                 await msg.ack()
                 return
             avoid = [b for b in str(headers.get(AVOID_HEADER, "")).split(",") if b]
@@ -195,17 +256,7 @@ def build_router(
                     )
                 )
             elif isinstance(outcome, Interrupted):
-                await runtime.bus.publish(
-                    JobCancelled(
-                        event_id=derived_id(accepted.job_id, "cancelled"),
-                        job_id=accepted.job_id,
-                        correlation_id=accepted.correlation_id,
-                        producer=Producer.RENDERER,
-                        project=accepted.project,
-                        stage="running",
-                        reason="interrupted on request",
-                    )
-                )
+                await publish_cancelled(accepted, outcome.stage)
             elif outcome.transient and attempt < settings.max_attempts:
                 log.warning(
                     "renderer.retry",
@@ -235,5 +286,29 @@ def build_router(
             await requeue_after_pause(msg, error=exc)
             return
         await msg.ack()
+
+    for band, spec in bands.items():
+        router.subscriber(
+            runtime.topology.work_queue(spec),
+            channel=Channel(prefetch_count=prefetch),
+            ack_policy=AckPolicy.MANUAL,
+            title=f"renderer: {spec.name}",
+            description=f"Render jobs of the {band} priority band.",
+        )(render_one)
+
+    @router.subscriber(
+        runtime.topology.fanout_queue(SERVICE, f"{EventType.CANCEL_REQUESTED.value}.#"),
+        runtime.topology.exchange,
+        channel=Channel(prefetch_count=64),
+        ack_policy=AckPolicy.ACK,
+    )
+    async def on_cancel_requested(msg: RabbitMessage) -> None:
+        """Remember a cancel request; stop the job at once if this replica renders it."""
+        try:
+            event = JobCancelRequested.model_validate_json(msg.body)
+        except ValidationError as exc:
+            log.warning("renderer.bad_cancel_request", error=str(exc)[:300])
+            return
+        await cancels.request(event.job_id, event.reason)
 
     return router

@@ -5,6 +5,7 @@ from __future__ import annotations
 from faststream import FastStream
 
 from services.renderer import SERVICE
+from services.renderer.cancellation import CancelRegistry
 from services.renderer.handlers import build_router
 from services.renderer.pool import BackendPool
 from services.renderer.rendering import RenderService
@@ -19,8 +20,10 @@ def create_app(settings: Settings | None = None) -> FastStream:
     pool = BackendPool(
         settings.comfyui_urls, session=lambda: runtime.client, slots=settings.backend_slots
     )
+    cancels = CancelRegistry()
     renderer = RenderService(
         pool=pool,
+        cancels=cancels,
         templates=TemplateRegistry.load(settings.templates_dir),
         bus=runtime.bus,
         http=lambda: runtime.client,
@@ -32,10 +35,10 @@ def create_app(settings: Settings | None = None) -> FastStream:
     runtime.on_ready.append(pool.start)
     runtime.on_stop.append(pool.close)
     runtime.readiness_checks["backends"] = some_backend
-    # Each backend keeps `backend_slots` prompts; a few more deliveries wait locally so a
-    # freed slot is refilled at once.
-    prefetch = len(settings.comfyui_urls) * settings.backend_slots + 4
-    runtime.broker.include_router(build_router(runtime, renderer, prefetch=prefetch))
+    # Per band: enough deliveries waiting locally that a freed backend slot is refilled
+    # at once by the most urgent job, few enough that little sits unacked.
+    prefetch = len(settings.comfyui_urls) * settings.backend_slots + 2
+    runtime.broker.include_router(build_router(runtime, renderer, cancels, prefetch=prefetch))
     return runtime.app(
         description="Renders accepted jobs on ComfyUI backends with retry, backoff and "
         "dead-lettering; publishes job.started/progress/rendered/retrying/failed/cancelled."

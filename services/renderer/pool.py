@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import time
 from collections.abc import Callable, Iterable
 
@@ -56,6 +58,8 @@ class BackendPool:
         self.backends: list[Backend] = []
         self.probe_interval = probe_interval
         self._changed = asyncio.Condition()
+        self._waiters: list[tuple[int, int]] = []
+        self._tickets = itertools.count()
         self._probe: asyncio.Task[None] | None = None
 
     def _new_client(self, url: str) -> ComfyUIClient:
@@ -79,25 +83,50 @@ class BackendPool:
     def healthy(self) -> list[Backend]:
         return [b for b in self.backends if b.healthy]
 
-    async def acquire(self, avoid: Iterable[str] = (), *, timeout: float | None = None) -> Backend:
+    async def acquire(
+        self, avoid: Iterable[str] = (), *, priority: int = 5, timeout: float | None = None
+    ) -> Backend:
         """Take a slot on the least-loaded healthy backend, waiting for one if needed.
 
+        Waiters are served by priority (then arrival): a freed slot always goes to the
+        most urgent job waiting, which is how high priorities overtake a backlog.
         Backends in ``avoid`` (that just failed this job) are used only when no other
         healthy backend exists: a retry goes elsewhere when it can.
         """
         avoided = {a.rstrip("/") for a in avoid}
+        ticket = (-priority, next(self._tickets))
         async with asyncio.timeout(timeout), self._changed:
-            while True:
-                healthy = self.healthy()
-                preferred = [b for b in healthy if b.url not in avoided] or healthy
-                candidates = [b for b in preferred if b.free > 0]
-                if candidates:
-                    backend = max(candidates, key=lambda b: (b.free, -b.in_flight))
-                    backend.in_flight += 1
-                    if backend.busy_since is None:
-                        backend.busy_since = time.monotonic()
-                    return backend
-                await self._changed.wait()
+            heapq.heappush(self._waiters, ticket)
+            try:
+                while True:
+                    if self._waiters[0] == ticket:
+                        backend = self._pick(avoided)
+                        if backend is not None:
+                            heapq.heappop(self._waiters)
+                            backend.in_flight += 1
+                            if backend.busy_since is None:
+                                backend.busy_since = time.monotonic()
+                            # The next waiter may fit in another free slot.
+                            self._changed.notify_all()
+                            return backend
+                    await self._changed.wait()
+            except BaseException:
+                if ticket in self._waiters:
+                    self._waiters.remove(ticket)
+                    heapq.heapify(self._waiters)
+                    self._changed.notify_all()
+                raise
+
+    def _pick(self, avoided: set[str]) -> Backend | None:
+        healthy = self.healthy()
+        preferred = [b for b in healthy if b.url not in avoided] or healthy
+        candidates = [b for b in preferred if b.free > 0]
+        if not candidates:
+            return None
+        return max(candidates, key=lambda b: (b.free, -b.in_flight))
+
+    def waiting(self) -> int:
+        return len(self._waiters)
 
     async def release(
         self, backend: Backend, *, failed: bool = False, error: str | None = None

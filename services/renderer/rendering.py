@@ -10,10 +10,11 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 
+from services.renderer.cancellation import CancelRegistry
 from services.renderer.comfyui import (
     ComfyError,
     ComfyInterrupted,
@@ -74,8 +75,10 @@ class Failed:
 
 @dataclasses.dataclass(frozen=True)
 class Interrupted:
-    backend: str
-    stage: str
+    """Cancelled on request: deleted from the backend's queue, or interrupted running."""
+
+    backend: str | None
+    stage: Literal["pending", "queued", "running"]
 
 
 Outcome = Rendered | Failed | Interrupted
@@ -138,12 +141,14 @@ class RenderService:
         self,
         *,
         pool: BackendPool,
+        cancels: CancelRegistry,
         templates: TemplateRegistry,
         bus: EventBus,
         http: Callable[[], aiohttp.ClientSession],
         render_timeout: float = 25 * 60,
     ) -> None:
         self.pool = pool
+        self.cancels = cancels
         self.templates = templates
         self.bus = bus
         self.http = http
@@ -193,6 +198,7 @@ class RenderService:
                     attempt=attempt,
                 )
             )
+            await self.cancels.started(accepted.job_id, backend, prompt_id)
             progress = ProgressPublisher(self.bus, accepted, attempt)
             result = await backend.client.wait(
                 prompt_id, on_progress=progress, timeout=self.render_timeout
@@ -221,8 +227,13 @@ class RenderService:
                 backend=backend.url,
                 details=exc.readable(),
             )
-        except (ComfyInterrupted, ComfyPromptDeleted):
-            return Interrupted(backend=backend.url, stage="running")
+        except ComfyPromptDeleted:
+            return Interrupted(backend=backend.url, stage="queued")
+        except ComfyInterrupted as exc:
+            if self.cancels.is_requested(accepted.job_id):
+                return Interrupted(backend=backend.url, stage="running")
+            # Someone interrupted it outside the pipeline: the job itself is fine.
+            return Failed(reason=str(exc), kind="interrupted", transient=True, backend=backend.url)
         except ComfyError as exc:
             failed_backend = isinstance(exc, ComfyTransportError | ComfyPromptLost)
             error = str(exc)
@@ -238,6 +249,7 @@ class RenderService:
                 reason="render timed out", kind="timeout", transient=True, backend=backend.url
             )
         finally:
+            self.cancels.finished(accepted.job_id)
             await self.pool.release(backend, failed=failed_backend, error=error)
 
     async def _compile(

@@ -69,7 +69,7 @@ async def delete_topology(amqp_url: str, settings: Settings) -> None:
         topology = Topology.from_settings(settings)
         names: list[str] = []
         for spec in topology.pipeline_specs(settings).values():
-            names += [spec.name, topology.dlq_name(spec.name)]
+            names += [spec.name, spec.dlq]
             names += [topology.retry_name(spec.name, d) for d in spec.retry_delays]
         for name in names:
             channel = await connection.channel()
