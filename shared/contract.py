@@ -32,6 +32,7 @@ PUBLISHES: dict[str, tuple[EventType, ...]] = {
         EventType.CANCELLED,
     ),
     "archiver": (EventType.ARCHIVED, EventType.FAILED),
+    "operators (anime dlq replay)": (EventType.REDRIVEN,),
 }
 
 #: Which pipeline work queue (``Topology.pipeline_specs`` key) each consumer reads.

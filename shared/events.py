@@ -63,6 +63,7 @@ class EventType(StrEnum):
     ARCHIVED = "job.archived"
     CANCEL_REQUESTED = "job.cancel_requested"
     CANCELLED = "job.cancelled"
+    REDRIVEN = "job.redriven"
 
 
 class Producer(StrEnum):
@@ -356,6 +357,19 @@ class JobCancelled(Event):
     stage: Literal["pending", "queued", "running"] = "pending"
 
 
+class JobRedriven(Event):
+    """An operator replayed a failed job from the dead-letter queue.
+
+    The job gets a fresh set of attempts, numbered after the last one
+    (``first_attempt``), so its prompt ids and event ids never collide with the run
+    that failed.
+    """
+
+    event_type: Literal[EventType.REDRIVEN] = EventType.REDRIVEN
+    first_attempt: int = Field(ge=1)
+    reason: str = "replayed from the dead-letter queue"
+
+
 JobEvent = Annotated[
     JobSubmitted
     | JobAccepted
@@ -367,7 +381,8 @@ JobEvent = Annotated[
     | JobFailed
     | JobArchived
     | JobCancelRequested
-    | JobCancelled,
+    | JobCancelled
+    | JobRedriven,
     Field(discriminator="event_type"),
 ]
 
@@ -385,6 +400,7 @@ EVENT_MODELS: dict[EventType, type[Event]] = {
         JobArchived,
         JobCancelRequested,
         JobCancelled,
+        JobRedriven,
     )
 }
 

@@ -4,6 +4,7 @@
 
     submitted → accepted → rendering ⇄ retrying → rendered → completed
         ↘ rejected            ↘ failed, cancelled (from any non-final state)
+                                 failed → retrying only by job.redriven (an operator's replay)
 
 Transitions only move forward. A late, duplicated or out-of-order event that would
 move a job backwards (``job.started`` after ``job.rendered``, anything after a final
@@ -53,12 +54,16 @@ _TARGET: dict[EventType, JobStatus | None] = {
     EventType.ARCHIVED: JobStatus.COMPLETED,
     EventType.FAILED: JobStatus.FAILED,
     EventType.CANCELLED: JobStatus.CANCELLED,
+    EventType.REDRIVEN: JobStatus.RETRYING,
 }
 
 
 def next_state(current: JobStatus, event: EventType) -> JobStatus:
     """The state after ``event``; ``current`` when the event may not move the job."""
     target = _TARGET[event]
+    if event is EventType.REDRIVEN:
+        # The one way out of a final state: an operator replays a failed job.
+        return JobStatus.RETRYING if current is JobStatus.FAILED else current
     if target is None or current in FINAL or target == current:
         return current
     if target in FINAL:

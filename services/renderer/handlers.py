@@ -50,16 +50,25 @@ from shared.topology import PRIORITY_BANDS, WorkQueueSpec, priority_band
 
 log = get_logger(__name__)
 
+#: The attempt number of this delivery (absolute: it keeps counting across redrives).
 ATTEMPT_HEADER = "x-attempt"
+#: Set by a redrive: attempts before this one belong to a run that failed.
+ATTEMPT_BASE_HEADER = "x-attempt-base"
 AVOID_HEADER = "x-avoid-backends"
 FINAL_STATES = frozenset({"completed", "failed", "cancelled", "rejected"})
 
 
-def attempt_of(headers: dict[str, Any]) -> int:
+def _int_header(headers: dict[str, Any], name: str, default: int) -> int:
     try:
-        return max(1, int(headers.get(ATTEMPT_HEADER, 1)))
+        return int(headers.get(name, default))
     except (TypeError, ValueError):
-        return 1
+        return default
+
+
+def attempt_of(headers: dict[str, Any]) -> tuple[int, int]:
+    """(this attempt's number, the number of attempts before this run began)."""
+    base = max(0, _int_header(headers, ATTEMPT_BASE_HEADER, 0))
+    return max(base + 1, _int_header(headers, ATTEMPT_HEADER, 1)), base
 
 
 def build_router(
@@ -88,8 +97,8 @@ def build_router(
             service=SERVICE,
         )
 
-    async def ended_or_cancelled(accepted: JobAccepted) -> tuple[bool, bool]:
-        """(the job already ended, a cancel was requested) as far as the ledger knows."""
+    async def ledger_view(accepted: JobAccepted) -> tuple[str | None, bool]:
+        """(the job's state, whether a cancel was requested) as far as the ledger knows."""
         async with runtime.sessions() as session:
             state = await session.scalar(
                 select(JobState.state).where(JobState.job_id == accepted.job_id)
@@ -102,7 +111,7 @@ def build_router(
                 )
                 .limit(1)
             )
-        return state in FINAL_STATES, cancel is not None
+        return state, cancel is not None
 
     async def publish_cancelled(accepted: JobAccepted, stage: str) -> None:
         await runtime.bus.publish(
@@ -122,7 +131,7 @@ def build_router(
     ) -> None:
         await runtime.bus.publish(
             JobFailed(
-                event_id=derived_id(accepted.job_id, "failed"),
+                event_id=derived_id(accepted.job_id, "failed", attempt),
                 job_id=accepted.job_id,
                 correlation_id=accepted.correlation_id,
                 producer=Producer.RENDERER,
@@ -217,10 +226,11 @@ def build_router(
             await msg.ack()
             return
         headers = dict(msg.headers or {})
-        attempt = attempt_of(headers)
+        attempt, base = attempt_of(headers)
         try:
-            ended, cancel_requested = await ended_or_cancelled(accepted)
-            if ended:
+            state, cancel_requested = await ledger_view(accepted)
+            # A redriven job is "failed" in the ledger until job.redriven is recorded.
+            if state in FINAL_STATES and not (state == "failed" and base > 0):
                 # A duplicate of a job that already ended (ingest replays after a crash).
                 log.info("renderer.skip_ended_job", attempt=attempt)
                 await msg.ack()
@@ -257,7 +267,7 @@ def build_router(
                 )
             elif isinstance(outcome, Interrupted):
                 await publish_cancelled(accepted, outcome.stage)
-            elif outcome.transient and attempt < settings.max_attempts:
+            elif outcome.transient and attempt - base < settings.max_attempts:
                 log.warning(
                     "renderer.retry",
                     attempt=attempt,
@@ -268,7 +278,7 @@ def build_router(
             else:
                 if outcome.transient:
                     outcome = Failed(
-                        reason=f"gave up after {attempt} attempts: {outcome.reason}",
+                        reason=f"gave up after {attempt - base} attempts: {outcome.reason}",
                         kind=outcome.kind,
                         transient=True,
                         backend=outcome.backend,

@@ -38,9 +38,15 @@ def test_archived_before_rendered_completes_and_late_rendered_is_ignored() -> No
 
 
 @pytest.mark.parametrize("final", sorted(FINAL))
-@pytest.mark.parametrize("event", list(E))
-def test_nothing_leaves_a_final_state(final: S, event: E) -> None:
+@pytest.mark.parametrize("event", [e for e in E if e is not E.REDRIVEN])
+def test_nothing_but_a_redrive_leaves_a_final_state(final: S, event: E) -> None:
     assert next_state(final, event) is final
+
+
+def test_only_a_failed_job_can_be_redriven() -> None:
+    assert next_state(S.FAILED, E.REDRIVEN) is S.RETRYING
+    assert next_state(S.COMPLETED, E.REDRIVEN) is S.COMPLETED
+    assert next_state(S.CANCELLED, E.REDRIVEN) is S.CANCELLED
 
 
 def test_rejection_cannot_undo_an_acceptance() -> None:
