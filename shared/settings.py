@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     max_attempts: int = 4
     #: Renderer: prompts kept queued inside each ComfyUI backend at once.
     backend_slots: int = 2
+    #: Renderer: how long a render waits on an unreachable backend before retrying elsewhere.
+    backend_unreachable_grace: float = 60.0
+    #: Renderer: execution-error exception types to retry (out-of-memory always is).
+    transient_exception_types: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     @field_validator("database_url")
     @classmethod
@@ -76,6 +80,13 @@ class Settings(BaseSettings):
     def _split_urls(cls, value: object) -> object:
         if isinstance(value, str):
             return [u.strip().rstrip("/") for u in value.split(",") if u.strip()]
+        return value
+
+    @field_validator("transient_exception_types", mode="before")
+    @classmethod
+    def _split_names(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
         return value
 
     @field_validator("retry_delays", mode="before")

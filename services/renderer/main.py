@@ -18,7 +18,11 @@ def create_app(settings: Settings | None = None) -> FastStream:
     settings = settings or get_settings()
     runtime = ServiceRuntime(SERVICE, settings, http_port=settings.renderer_port)
     pool = BackendPool(
-        settings.comfyui_urls, session=lambda: runtime.client, slots=settings.backend_slots
+        settings.comfyui_urls,
+        session=lambda: runtime.client,
+        slots=settings.backend_slots,
+        unreachable_grace=settings.backend_unreachable_grace,
+        transient_exception_types=settings.transient_exception_types,
     )
     cancels = CancelRegistry()
     renderer = RenderService(

@@ -49,10 +49,12 @@ class BackendPool:
         session: Callable[[], aiohttp.ClientSession],
         slots: int = 2,
         probe_interval: float = 2.0,
+        unreachable_grace: float = 60.0,
         transient_exception_types: Iterable[str] = (),
     ) -> None:
         self._session = session
         self._transient_types = tuple(transient_exception_types)
+        self._unreachable_grace = unreachable_grace
         self._urls = [url.rstrip("/") for url in urls]
         self._slots = slots
         self.backends: list[Backend] = []
@@ -64,7 +66,10 @@ class BackendPool:
 
     def _new_client(self, url: str) -> ComfyUIClient:
         return ComfyUIClient(
-            url, session=self._session(), transient_exception_types=self._transient_types
+            url,
+            session=self._session(),
+            transient_exception_types=self._transient_types,
+            unreachable_grace=self._unreachable_grace,
         )
 
     async def start(self) -> None:

@@ -48,6 +48,7 @@ def isolated_settings(
         "retry_delays": [0.2, 0.4, 0.8],
         "log_level": "WARNING",
         "require_api_keys": False,
+        "backend_unreachable_grace": 3.0,
         **overrides,
     }
     return Settings.model_validate(values)
