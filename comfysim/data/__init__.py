@@ -1,0 +1,1 @@
+"""Bundled data: the captured /object_info reply."""

@@ -1,0 +1,1 @@
+"""Bundled copies of the real ComfyUI captures (used by the fidelity tests)."""
