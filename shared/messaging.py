@@ -13,10 +13,11 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+import aio_pika
 import structlog
 from faststream import BaseMiddleware
 from faststream.message import StreamMessage
-from faststream.rabbit import Channel, RabbitBroker, RabbitMessage
+from faststream.rabbit import Channel, RabbitBroker, RabbitMessage, RabbitQueue
 
 from shared.events import Event, LedgerEntry
 from shared.logging import get_logger
@@ -60,17 +61,24 @@ class EventBus:
 
     async def publish(self, event: Event, *, headers: dict[str, Any] | None = None) -> None:
         """Publish ``event``; returns once the broker confirmed it (raises if unroutable)."""
-        await self.broker.publish(
-            event.model_dump_json().encode(),
-            exchange=self.topology.exchange,
-            routing_key=event.routing_key(),
-            persist=True,
-            mandatory=True,
-            correlation_id=event.correlation_id,
-            message_id=str(event.event_id),
-            content_type="application/json",
-            headers={**event.headers(), **(headers or {})},
-        )
+        from shared.metrics import record_publish_error, record_published
+
+        try:
+            await self.broker.publish(
+                event.model_dump_json().encode(),
+                exchange=self.topology.exchange,
+                routing_key=event.routing_key(),
+                persist=True,
+                mandatory=True,
+                correlation_id=event.correlation_id,
+                message_id=str(event.event_id),
+                content_type="application/json",
+                headers={**event.headers(), **(headers or {})},
+            )
+        except Exception:
+            record_publish_error(event.event_type.value, event.producer.value)
+            raise
+        record_published(event.event_type.value, event.producer.value)
 
     async def publish_ledger(self, entry: LedgerEntry, *, correlation_id: str) -> None:
         """Relay a recorded event to live watchers.
@@ -95,21 +103,41 @@ class EventBus:
 
 
 async def declare_pipeline(
-    broker: RabbitBroker, topology: Topology, specs: Iterable[WorkQueueSpec]
+    amqp_url: str, topology: Topology, specs: Iterable[WorkQueueSpec]
 ) -> None:
     """Declare the exchange and every durable queue with its bindings; idempotent.
 
     Every service runs this at start-up, so an event is never published before the
     queues that must receive it exist, whatever order the services start in.
+
+    It uses a short-lived connection of its own on purpose: declaring through the
+    broker would cache each queue on the broker's default channel, and a subscriber
+    then consumes through that cached queue without its own prefetch limit.
     """
-    exchange = await broker.declare_exchange(topology.exchange)
-    for spec in specs:
-        await broker.declare_queue(topology.dead_letter_queue(spec))
-        for retry in topology.retry_queues(spec):
-            await broker.declare_queue(retry)
-        queue = await broker.declare_queue(topology.work_queue(spec))
-        for key in spec.binding_keys:
-            await queue.bind(exchange, routing_key=key)
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        exchange = await channel.declare_exchange(
+            topology.exchange.name, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        for spec in specs:
+            for queue in (topology.dead_letter_queue(spec), *topology.retry_queues(spec)):
+                await _declare(channel, queue)
+            work = await _declare(channel, topology.work_queue(spec))
+            for key in spec.binding_keys:
+                await work.bind(exchange, routing_key=key)
+
+
+async def _declare(
+    channel: aio_pika.abc.AbstractChannel, queue: RabbitQueue
+) -> aio_pika.abc.AbstractQueue:
+    return await channel.declare_queue(
+        queue.name,
+        durable=queue.durable,
+        exclusive=queue.exclusive,
+        auto_delete=queue.auto_delete,
+        arguments=dict(queue.arguments or {}),
+    )
 
 
 async def wait_for_broker(broker: RabbitBroker, *, timeout: float, service: str) -> None:

@@ -24,7 +24,7 @@ from shared.auth import KeyChecker, auth_middleware
 from shared.db.session import make_engine, make_sessionmaker, wait_for_database
 from shared.logging import configure_logging, get_logger
 from shared.messaging import EventBus, declare_pipeline, make_broker, wait_for_broker
-from shared.metrics import make_metrics_middleware
+from shared.metrics import QueueDepthPoller, make_metrics_middleware
 from shared.settings import Settings
 from shared.topology import Topology
 
@@ -62,6 +62,10 @@ class ServiceRuntime:
         }
         self.on_ready: list[Hook] = []
         self.on_stop: list[Hook] = []
+        # Queue depth and consumer gauges for /metrics, on a connection of their own.
+        self.queue_poller = QueueDepthPoller(settings, service=name)
+        self.on_ready.append(self.queue_poller.start)
+        self.on_stop.append(self.queue_poller.stop)
         self._engine: AsyncEngine | None = None
         self._sessionmaker: async_sessionmaker[AsyncSession] | None = None
         self._runner: web.AppRunner | None = None
@@ -108,7 +112,7 @@ class ServiceRuntime:
             await wait_for_database(self._engine, timeout=timeout, service=self.name)
             await wait_for_broker(self.broker, timeout=timeout, service=self.name)
             specs = self.topology.pipeline_specs(self.settings).values()
-            await declare_pipeline(self.broker, self.topology, specs)
+            await declare_pipeline(self.settings.amqp_url, self.topology, specs)
             for hook in self.on_ready:
                 await hook()
             await self._start_http()

@@ -165,7 +165,10 @@ class RenderService:
             )
             backend.in_flight += 1
             return await self._run(accepted, attempt, backend, prompt_id, submit=False)
-        backend = await self.pool.acquire(avoid)
+        backend = await self.pool.acquire(avoid, priority=accepted.spec.priority)
+        if self.cancels.is_requested(accepted.job_id):
+            await self.pool.release(backend)
+            return Interrupted(backend=None, stage="pending")
         return await self._run(accepted, attempt, backend, prompt_id, submit=True)
 
     async def _run(
