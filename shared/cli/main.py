@@ -1,7 +1,8 @@
 """``anime``: the command line of anime-production.
 
 Exit codes: 0 success, 1 the job or check failed, 2 bad usage, 3 a service (RabbitMQ,
-PostgreSQL, the pipeline) could not be reached.
+PostgreSQL, the pipeline) could not be reached, 4 a service refused the credentials.
+See docs/operations.md.
 """
 
 from __future__ import annotations
@@ -27,21 +28,18 @@ app = typer.Typer(
 docs_app = typer.Typer(help="Generated documents (AsyncAPI, JSON Schemas).", no_args_is_help=True)
 app.add_typer(docs_app, name="docs")
 console = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
-EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 1, 2, 3
+EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_AUTH = 1, 2, 3, 4
 SERVICE_NAMES = ("ingest", "renderer", "archiver", "notifier")
 
 
 def _run(coro: Any) -> Any:
-    """Run a coroutine, turning unreachable services into a clear message and exit 3."""
-    try:
-        return asyncio.run(coro)
-    except (ConnectionError, OSError) as exc:
-        err.print(f"[red]cannot reach a service:[/] {exc}")
-        raise typer.Exit(EXIT_UNREACHABLE) from None
-    except KeyboardInterrupt:
-        raise typer.Exit(130) from None
+    """Run a coroutine, turning unreachable services and refused credentials into a clear
+    message and exit 3 or 4 (see shared/cli/common.py)."""
+    from shared.cli.common import run_async
+
+    return run_async(coro)
 
 
 @app.command()
@@ -136,71 +134,118 @@ def up(
     _run(main())
 
 
+def _requests_from(file: Path) -> list[dict[str, Any]]:
+    import yaml
+
+    try:
+        loaded = yaml.safe_load(file.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"cannot read {file}: {exc}") from None
+    if isinstance(loaded, dict) and isinstance(loaded.get("jobs"), list):
+        loaded = loaded["jobs"]
+    items = loaded if isinstance(loaded, list) else [loaded]
+    if not items or not all(isinstance(i, dict) for i in items):
+        raise ValueError(f"{file} must hold a request object, a list of them, or {{jobs: [...]}}")
+    return [{"request_id": f"cli-{uuid.uuid4().hex[:12]}", **item} for item in items]
+
+
 @app.command()
 def submit(
-    file: Annotated[Path | None, typer.Argument(help="JSON or YAML request file.")] = None,
+    file: Annotated[
+        Path | None, typer.Argument(help="JSON or YAML file: one request or a list of them.")
+    ] = None,
     character: Annotated[
         list[str] | None, typer.Option("--character", "-c", help="Character name (repeat).")
     ] = None,
     project: Annotated[str, typer.Option(help="Project slug.")] = "neon-skies",
+    episode: Annotated[str | None, typer.Option(help="Episode slug.")] = None,
+    scene: Annotated[str | None, typer.Option(help="Scene slug.")] = None,
+    shot: Annotated[str | None, typer.Option(help="Shot slug.")] = None,
     prompt: Annotated[str, typer.Option(help="Shot prompt.")] = "",
     template: Annotated[str, typer.Option(help="Workflow template.")] = "txt2img",
-    watch: Annotated[bool, typer.Option(help="Follow progress until the job ends.")] = False,
+    watch: Annotated[
+        bool, typer.Option(help="Show a progress bar per job until all end; then the files.")
+    ] = False,
+    timeout: Annotated[float, typer.Option(help="With --watch: give up after seconds.")] = 600.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Submit a shot as a job.submitted event.
+    """Submit shots as job.submitted events (the AMQP door of ingest).
+
+    With --watch, exit 0 only if every job completed (1 otherwise).
 
     Examples: anime submit -c "Kai Nakamura" --prompt "rooftop at dusk" --watch;
-    anime submit shot.yaml --json
+    anime submit shots.yaml --watch --json
     """
-    from shared.cli.ops import publish_submission, watch_job
+    from shared.cli.ops import publish_submission
 
-    if file is not None:
-        import yaml
-
-        request = yaml.safe_load(file.read_text())
-    else:
-        request = {
-            "request_id": f"cli-{uuid.uuid4().hex[:12]}",
-            "project": project,
-            "characters": [{"name": c} for c in (character or [])],
-            "prompt": prompt,
-            "template": template,
-        }
-    settings = get_settings()
     try:
-        event = _run(publish_submission(settings, request))
-    except ValueError as exc:
-        err.print(f"[red]invalid request:[/] {exc}")
-        raise typer.Exit(EXIT_USAGE) from None
-    if as_json:
-        print(json.dumps({"job_id": str(event.job_id), "correlation_id": event.correlation_id}))
-    else:
-        console.print(f"submitted job {event.job_id}")
-    if watch:
-        state = _run(
-            watch_job(
-                settings,
-                event.job_id,
-                lambda f: console.print(f"{f['seq']:>3} {f['event_type']:<22} {f['state']}"),
+        if file is not None:
+            requests = _requests_from(file)
+        else:
+            if not character:
+                raise ValueError("name at least one character (-c NAME) or give a request file")
+            request: dict[str, Any] = {
+                "request_id": f"cli-{uuid.uuid4().hex[:12]}",
+                "project": project,
+                "characters": [{"name": c} for c in character],
+                "prompt": prompt,
+                "template": template,
+            }
+            request.update(
+                {k: v for k, v in (("episode", episode), ("scene", scene), ("shot", shot)) if v}
             )
-        )
-        raise typer.Exit(0 if state == "completed" else EXIT_FAILED)
+            requests = [request]
+        settings = get_settings()
+
+        async def publish_all() -> list[Any]:
+            return [await publish_submission(settings, r) for r in requests]
+
+        events = _run(publish_all())
+    except ValueError as exc:
+        err.print(f"[red]invalid request:[/] {str(exc)[:2000]}", highlight=False)
+        raise typer.Exit(EXIT_USAGE) from None
+    submitted = [
+        {"job_id": str(e.job_id), "request_id": e.request_id, "correlation_id": e.correlation_id}
+        for e in events
+    ]
+    if not watch:
+        if as_json:
+            print(json.dumps({"jobs": submitted}, indent=2))
+        else:
+            for item in submitted:
+                console.print(f"submitted job {item['job_id']} (request {item['request_id']})")
+        return
+    if not as_json:
+        for item in submitted:
+            console.print(f"submitted job {item['job_id']} (request {item['request_id']})")
+    _watch_and_exit(settings, [e.job_id for e in events], timeout=timeout, as_json=as_json)
+
+
+def _watch_and_exit(
+    settings: Any, job_ids: list[uuid.UUID], *, timeout: float, as_json: bool
+) -> None:
+    from shared.cli.watching import watch_with_progress
+
+    jobs = _run(watch_with_progress(settings, job_ids, console, timeout=timeout, quiet=as_json))
+    if as_json:
+        print(json.dumps({"jobs": [p.as_dict() for p in jobs.values()]}, indent=2))
+    ok = all(p.state == "completed" for p in jobs.values())
+    raise typer.Exit(0 if ok else EXIT_FAILED)
 
 
 @app.command("watch")
-def watch_cmd(job_id: uuid.UUID) -> None:
-    """Follow a job's events until it ends (exit 0 if completed)."""
-    from shared.cli.ops import watch_job
+def watch_cmd(
+    job_ids: Annotated[list[uuid.UUID], typer.Argument(help="One or more job ids.")],
+    timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 600.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
+) -> None:
+    """Follow jobs live (progress bars) until they end; exit 0 if all completed, else 1.
 
-    state = _run(
-        watch_job(
-            get_settings(),
-            job_id,
-            lambda f: console.print(f"{f['seq']:>3} {f['event_type']:<22} {f['state']}"),
-        )
-    )
-    raise typer.Exit(0 if state == "completed" else EXIT_FAILED)
+    Replays each job's history first, so watching a finished job prints its outcome.
+
+    Examples: anime watch 3f2a9c1e-…; anime watch <id1> <id2> --json
+    """
+    _watch_and_exit(get_settings(), job_ids, timeout=timeout, as_json=as_json)
 
 
 @docs_app.command("generate")
@@ -212,6 +257,16 @@ def docs_generate(
 
     for path in write_documents(out):
         console.print(f"wrote {path}")
+
+
+# Operating commands (shared/cli/jobs.py, shared/cli/queues_cmd.py).
+from shared.cli.jobs import jobs_app, projects  # noqa: E402
+from shared.cli.queues_cmd import dlq_app, queues  # noqa: E402
+
+app.add_typer(jobs_app, name="jobs")
+app.add_typer(dlq_app, name="dlq")
+app.command("queues")(queues)
+app.command("projects")(projects)
 
 
 def main() -> None:  # pragma: no cover
