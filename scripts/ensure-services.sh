@@ -43,6 +43,13 @@ ensure_rabbitmq() {
 ensure_postgres
 ensure_rabbitmq
 
+# The management API gives `anime queues` and the dashboard unacked counts and rates;
+# everything still works (with passive declares) without it.
+if command -v rabbitmq-plugins >/dev/null 2>&1; then
+  as_root rabbitmq-plugins enable --quiet rabbitmq_management >/dev/null 2>&1 \
+    || say "could not enable rabbitmq_management (queue views fall back to passive declares)"
+fi
+
 # The login the tests and the demo use: trust auth as postgres on TCP, as on the dev
 # machines. Where the server wants a password, give postgres one we know.
 if ! psql -h "$PG_HOST" -p "$PG_PORT" -U postgres -d postgres -Atqc 'select 1' >/dev/null 2>&1; then

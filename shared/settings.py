@@ -48,6 +48,11 @@ class Settings(BaseSettings):
     #: The key the CLI presents to the services (``ANIME_API_KEY``).
     api_key: str | None = None
 
+    #: RabbitMQ management API for `anime queues` and the dashboard (default: the AMQP
+    #: host on port 15672, credentials from the AMQP URL).
+    management_url: str | None = None
+    management_port: int = 15672
+
     #: How long a service waits for RabbitMQ/PostgreSQL at start-up before giving up.
     startup_timeout_seconds: float = 60.0
     log_level: str = "INFO"

@@ -45,6 +45,7 @@ from shared.events import (
 )
 from shared.logging import get_logger
 from shared.messaging import park_message, requeue_after_pause
+from shared.metrics import RETRIES
 from shared.runtime import ServiceRuntime
 from shared.topology import PRIORITY_BANDS, WorkQueueSpec, priority_band
 
@@ -275,6 +276,7 @@ def build_router(
                     backend=outcome.backend,
                 )
                 await retry(accepted, msg, attempt, outcome)
+                RETRIES.labels(SERVICE).inc()
             else:
                 if outcome.transient:
                     outcome = Failed(

@@ -18,6 +18,7 @@ import aiohttp
 
 from services.renderer.comfyui import ComfyError, ComfyUIClient, PromptLocation, PromptState
 from shared.logging import get_logger
+from shared.metrics import BACKEND_BUSY, BACKEND_UP
 
 log = get_logger(__name__)
 
@@ -109,6 +110,7 @@ class BackendPool:
                         if backend is not None:
                             heapq.heappop(self._waiters)
                             backend.in_flight += 1
+                            BACKEND_BUSY.labels(backend.url).set(1)
                             if backend.busy_since is None:
                                 backend.busy_since = time.monotonic()
                             # The next waiter may fit in another free slot.
@@ -140,8 +142,10 @@ class BackendPool:
             backend.in_flight -= 1
             if backend.in_flight == 0:
                 backend.busy_since = None
+                BACKEND_BUSY.labels(backend.url).set(0)
             if failed and backend.healthy:
                 backend.healthy = False
+                BACKEND_UP.labels(backend.url).set(0)
                 backend.last_error = error
                 log.warning("renderer.backend_down", backend=backend.url, error=error)
             self._changed.notify_all()
@@ -163,11 +167,13 @@ class BackendPool:
             await backend.client.system_stats()
         except (ComfyError, aiohttp.ClientError, OSError, TimeoutError) as exc:
             backend.last_error = str(exc)
+            BACKEND_UP.labels(backend.url).set(0)
             log.warning("renderer.backend_unreachable", backend=backend.url, error=str(exc))
             return
         async with self._changed:
             backend.healthy = True
             backend.last_error = None
+            BACKEND_UP.labels(backend.url).set(1)
             self._changed.notify_all()
         log.info("renderer.backend_up", backend=backend.url)
 

@@ -35,6 +35,7 @@ from shared.events import (
 )
 from shared.logging import get_logger
 from shared.messaging import EventBus
+from shared.metrics import RENDER_SECONDS
 from shared.workflows import (
     BoundReference,
     TemplateError,
@@ -207,6 +208,7 @@ class RenderService:
                 prompt_id, on_progress=progress, timeout=self.render_timeout
             )
             await progress.send(100.0)
+            RENDER_SECONDS.labels(backend.url).observe(time.monotonic() - started)
             return Rendered(
                 backend=backend.url,
                 prompt_id=prompt_id,
