@@ -228,6 +228,15 @@ class Event(BaseModel):
     def routing_key(self) -> str:
         return routing_key(self.event_type, self.project)
 
+    def envelope(self, producer: Producer) -> dict[str, Any]:
+        """The envelope a follow-up event of the same job copies (same job, project, trace)."""
+        return {
+            "job_id": self.job_id,
+            "correlation_id": self.correlation_id,
+            "producer": producer,
+            "project": self.project,
+        }
+
     def headers(self) -> dict[str, Any]:
         """AMQP headers: lets consumers bind log context before decoding the body."""
         return {

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -21,6 +20,7 @@ from faststream.rabbit import Channel, RabbitBroker, RabbitMessage, RabbitQueue
 
 from shared.events import Event, LedgerEntry
 from shared.logging import get_logger
+from shared.readiness import wait_until_ready
 from shared.settings import Settings
 from shared.topology import Topology, WorkQueueSpec
 
@@ -141,26 +141,8 @@ async def _declare(
 
 
 async def wait_for_broker(broker: RabbitBroker, *, timeout: float, service: str) -> None:
-    """Connect, retrying with a capped backoff and a log line per try, up to ``timeout``."""
-    deadline = time.monotonic() + timeout
-    delay = 0.5
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            await broker.connect()
-            log.info("broker.connected", service=service, attempt=attempt)
-            return
-        except Exception as exc:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                log.error("broker.unreachable", service=service, attempts=attempt, error=str(exc))
-                raise
-            log.warning(
-                "broker.waiting", service=service, attempt=attempt, error=str(exc), retry_in=delay
-            )
-            await asyncio.sleep(min(delay, remaining))
-            delay = min(delay * 2, 5.0)
+    """Connect, retrying until RabbitMQ answers, up to ``timeout`` seconds."""
+    await wait_until_ready(broker.connect, what="broker", service=service, timeout=timeout)
 
 
 def parse_json_body(body: bytes, *, max_bytes: int) -> tuple[Any, str | None]:

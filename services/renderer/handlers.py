@@ -118,10 +118,7 @@ def build_router(
         await runtime.bus.publish(
             JobCancelled(
                 event_id=derived_id(accepted.job_id, "cancelled"),
-                job_id=accepted.job_id,
-                correlation_id=accepted.correlation_id,
-                producer=Producer.RENDERER,
-                project=accepted.project,
+                **accepted.envelope(Producer.RENDERER),
                 stage=stage,  # type: ignore[arg-type]
                 reason=cancels.requested.get(accepted.job_id, "requested"),
             )
@@ -133,10 +130,7 @@ def build_router(
         await runtime.bus.publish(
             JobFailed(
                 event_id=derived_id(accepted.job_id, "failed", attempt),
-                job_id=accepted.job_id,
-                correlation_id=accepted.correlation_id,
-                producer=Producer.RENDERER,
-                project=accepted.project,
+                **accepted.envelope(Producer.RENDERER),
                 reason=outcome.reason,
                 error_kind=outcome.kind,
                 attempt=attempt,
@@ -159,10 +153,7 @@ def build_router(
         await runtime.bus.publish(
             JobRetrying(
                 event_id=derived_id(accepted.job_id, "retrying", attempt),
-                job_id=accepted.job_id,
-                correlation_id=accepted.correlation_id,
-                producer=Producer.RENDERER,
-                project=accepted.project,
+                **accepted.envelope(Producer.RENDERER),
                 attempt=attempt,
                 next_attempt=attempt + 1,
                 delay_seconds=delay,
@@ -253,10 +244,7 @@ def build_router(
                 await runtime.bus.publish(
                     JobRendered(
                         event_id=derived_id(accepted.job_id, "rendered", attempt),
-                        job_id=accepted.job_id,
-                        correlation_id=accepted.correlation_id,
-                        producer=Producer.RENDERER,
-                        project=accepted.project,
+                        **accepted.envelope(Producer.RENDERER),
                         spec=accepted.spec,
                         backend=outcome.backend,
                         prompt_id=outcome.prompt_id,

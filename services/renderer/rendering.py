@@ -123,10 +123,7 @@ class ProgressPublisher:
         await self.bus.publish(
             JobProgress(
                 event_id=derived_id(self.accepted.job_id, "progress", self.attempt, self.seq),
-                job_id=self.accepted.job_id,
-                correlation_id=self.accepted.correlation_id,
-                producer=Producer.RENDERER,
-                project=self.accepted.project,
+                **self.accepted.envelope(Producer.RENDERER),
                 attempt=self.attempt,
                 seq=self.seq,
                 percent=min(100.0, round(percent, 2)),
@@ -193,10 +190,7 @@ class RenderService:
             await self.bus.publish(
                 JobStarted(
                     event_id=derived_id(accepted.job_id, "started", attempt),
-                    job_id=accepted.job_id,
-                    correlation_id=accepted.correlation_id,
-                    producer=Producer.RENDERER,
-                    project=accepted.project,
+                    **accepted.envelope(Producer.RENDERER),
                     backend=backend.url,
                     prompt_id=prompt_id,
                     attempt=attempt,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Callable
 
 from sqlalchemy import text
@@ -15,6 +13,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from shared.logging import get_logger
+from shared.readiness import wait_until_ready
 
 log = get_logger(__name__)
 
@@ -29,27 +28,13 @@ def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 
 
 async def wait_for_database(engine: AsyncEngine, *, timeout: float, service: str) -> None:
-    """``SELECT 1`` with a capped backoff and a log line per try, up to ``timeout``."""
-    deadline = time.monotonic() + timeout
-    delay = 0.5
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            async with engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
-            log.info("database.connected", service=service, attempt=attempt)
-            return
-        except Exception as exc:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                log.error("database.unreachable", service=service, attempts=attempt, error=str(exc))
-                raise
-            log.warning(
-                "database.waiting", service=service, attempt=attempt, error=str(exc), retry_in=delay
-            )
-            await asyncio.sleep(min(delay, remaining))
-            delay = min(delay * 2, 5.0)
+    """``SELECT 1`` until the database answers, up to ``timeout`` seconds."""
+
+    async def probe() -> None:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    await wait_until_ready(probe, what="database", service=service, timeout=timeout)
 
 
 #: Anything that opens a session: an ``async_sessionmaker`` or a late-bound lambda.
