@@ -29,7 +29,6 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -246,19 +245,16 @@ class ManagementEndpoint:
 def management_endpoint(settings: Settings) -> ManagementEndpoint:
     """Where the management API is: the broker's host, port ``management_port`` (15672).
 
-    ``ANIME_MANAGEMENT_URL`` (``http://host:15672``) overrides host and port;
-    ``ANIME_MANAGEMENT_PORT`` just the port. Credentials and vhost come from the AMQP URL.
+    ``management_url`` (``ANIME_MANAGEMENT_URL``, e.g. ``http://host:15672``) overrides
+    host and port. Credentials and vhost come from the AMQP URL.
     """
     amqp = urlsplit(settings.amqp_url)
     user = unquote(amqp.username or "guest")
     password = unquote(amqp.password or "guest")
     vhost = unquote(amqp.path[1:]) if amqp.path and amqp.path != "/" else "/"
-    override = getattr(settings, "management_url", None) or os.environ.get("ANIME_MANAGEMENT_URL")
-    if override:
-        return ManagementEndpoint(str(override).rstrip("/"), user, password, vhost)
-    port = getattr(settings, "management_port", None) or os.environ.get(
-        "ANIME_MANAGEMENT_PORT", "15672"
-    )
+    if settings.management_url:
+        return ManagementEndpoint(settings.management_url.rstrip("/"), user, password, vhost)
+    port = settings.management_port
     scheme = "https" if amqp.scheme == "amqps" else "http"
     host = amqp.hostname or "127.0.0.1"
     host = f"[{host}]" if ":" in host else host

@@ -90,18 +90,17 @@ def test_other_dlqs_and_unknown_names() -> None:
         resolve_dlq(s, "painter")
 
 
-def test_management_endpoint_follows_the_amqp_url(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("ANIME_MANAGEMENT_URL", raising=False)
-    monkeypatch.delenv("ANIME_MANAGEMENT_PORT", raising=False)
+def test_management_endpoint_follows_the_amqp_url() -> None:
     endpoint = management_endpoint(settings(amqp_url="amqp://ops:s%40cret@mq.example:5672/anime"))
     assert endpoint.base_url == "http://mq.example:15672"
     assert (endpoint.user, endpoint.password, endpoint.vhost) == ("ops", "s@cret", "anime")
     assert endpoint.queues_url().endswith("/api/queues/anime")
     assert management_endpoint(settings()).queues_url().endswith("/api/queues/%2F")
-    monkeypatch.setenv("ANIME_MANAGEMENT_PORT", "25672")
-    assert management_endpoint(settings()).base_url == "http://127.0.0.1:25672"
-    monkeypatch.setenv("ANIME_MANAGEMENT_URL", "http://rabbitmq:15672/")
-    assert management_endpoint(settings()).base_url == "http://rabbitmq:15672"
+    assert management_endpoint(settings(management_port=25672)).base_url == "http://127.0.0.1:25672"
+    assert (
+        management_endpoint(settings(management_url="http://rabbitmq:15672/")).base_url
+        == "http://rabbitmq:15672"
+    )
 
 
 def test_a_parked_message_is_described_and_replayed_with_a_fresh_attempt_count() -> None:
@@ -214,8 +213,9 @@ async def test_queue_figures_come_from_the_management_api_when_it_answers(
     app = web.Application()
     app.router.add_get("/api/queues/{vhost}", queues)
     async with TestServer(app) as server:
-        s = settings(amqp_url=f"amqp://guest:guest@127.0.0.1:{server.port}/")
-        monkeypatch.setenv("ANIME_MANAGEMENT_PORT", str(server.port))
+        s = settings(
+            amqp_url=f"amqp://guest:guest@127.0.0.1:{server.port}/", management_port=server.port
+        )
         report = await inspect_queues(s, peek_dead_letters=False)
     assert report.source == "management" and report.note is None
     assert seen["auth"] == "Basic Z3Vlc3Q6Z3Vlc3Q=" and "messages_ready" in seen["columns"]
