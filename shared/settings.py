@@ -105,6 +105,8 @@ class Settings(BaseSettings):
         """These settings as ``ANIME_*`` environment variables (for child processes)."""
         env: dict[str, str] = {}
         for name, value in self.model_dump().items():
+            if value is None:
+                continue  # unset stays unset (the string "None" would be a value)
             text = ",".join(str(v) for v in value) if isinstance(value, list) else str(value)
             env[f"ANIME_{name.upper()}"] = text
         return env

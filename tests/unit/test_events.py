@@ -70,3 +70,14 @@ def test_derived_ids_are_stable() -> None:
     job = uuid.uuid4()
     assert derived_id(job, "accepted") == derived_id(job, "accepted")
     assert derived_id(job, "accepted") != derived_id(job, "rejected")
+
+
+def test_settings_as_env_round_trips_and_leaves_unset_values_unset() -> None:
+    from shared.settings import Settings
+
+    settings = Settings(comfyui_urls="http://a:1,http://b:2", retry_delays="1,2.5")
+    env = settings.as_env()
+    assert "ANIME_API_KEY" not in env and "ANIME_MANAGEMENT_URL" not in env
+    assert env["ANIME_COMFYUI_URLS"] == "http://a:1,http://b:2"
+    again = Settings.model_validate({k.removeprefix("ANIME_").lower(): v for k, v in env.items()})
+    assert again.comfyui_urls == settings.comfyui_urls and again.retry_delays == [1.0, 2.5]
