@@ -1,73 +1,57 @@
-"""Turning a ``job.rendered`` into files and rows: fetch, stamp, write atomically, record."""
+"""Turning a ``job.rendered`` into files and rows: fetch, stamp, write atomically, record.
+
+A job is archived exactly once, however often its ``job.rendered`` arrives and however
+many archivers run:
+
+* the whole job is archived under a PostgreSQL advisory lock on its id, so a duplicate
+  waits and then finds the rows;
+* the rows of a job are inserted in one transaction, after every file is on disk, so a
+  job has all its rows or none;
+* the files are a pure function of the render (no clock in them), so a run that
+  redoes a crashed one writes identical bytes; a file already there with the same
+  sha256 is not written again;
+* images with identical content (ComfyUI reporting the same picture from two output
+  nodes) are archived once, detected by the sha256 of the fetched bytes.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import json
-from collections.abc import Callable
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.archiver.layout import image_key
+from services.archiver import locks
+from services.archiver.fetch import ArchiveError, fetch_view
+from services.archiver.layout import UnsafePath, image_key, job_folder
 from services.archiver.pngmeta import NotAnImage, stamp_png
+from services.archiver.record import asset_row, job_record, sidecar
 from services.archiver.storage import Storage
 from shared.db.models import Asset
 from shared.db.session import SessionFactory
-from shared.events import (
-    ArchivedAsset,
-    JobArchived,
-    JobRendered,
-    OutputImage,
-    Producer,
-    derived_id,
-)
+from shared.events import ArchivedAsset, JobArchived, JobRendered, Producer, derived_id
 from shared.logging import get_logger
 from shared.messaging import EventBus
 
+__all__ = ["ArchiveError", "Archivist"]
+
 log = get_logger(__name__)
 
-
-class ArchiveError(Exception):
-    """Archiving failed. ``transient`` errors are retried; the others fail the job."""
-
-    def __init__(self, message: str, *, transient: bool) -> None:
-        super().__init__(message)
-        self.transient = transient
+Sweeper = Callable[[str], Awaitable[int]]
 
 
-def job_record(event: JobRendered, index: int, output: OutputImage) -> dict[str, Any]:
-    """The job's own record, written into the PNG, the JSON sidecar and the assets row."""
-    spec = event.spec
-    return {
-        "job_id": str(event.job_id),
-        "request_id": spec.request_id,
-        "index": index,
-        "project": spec.location.project,
-        "episode": spec.location.episode,
-        "scene": spec.location.scene,
-        "shot": spec.location.shot,
-        "prompt": spec.prompt,
-        "negative_prompt": spec.negative_prompt,
-        "composed_prompt": spec.composed_prompt,
-        "composed_negative": spec.composed_negative,
-        "seed": spec.params.seed,
-        "params": spec.params.model_dump(mode="json"),
-        "template": spec.template,
-        "characters": [
-            {"name": c.name, "version": c.version, "version_id": str(c.version_id)}
-            for c in spec.characters
-        ],
-        "backend": event.backend,
-        "prompt_id": event.prompt_id,
-        "attempt": event.attempt,
-        "source": output.model_dump(mode="json"),
-        "correlation_id": event.correlation_id,
-        "archived_at": datetime.now(UTC).isoformat(),
-    }
+@dataclasses.dataclass
+class _Batch:
+    """What one run wrote, so a permanent failure can take it back."""
+
+    rows: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    keys: list[str] = dataclasses.field(default_factory=list)
+    seen: set[str] = dataclasses.field(default_factory=set)
 
 
 class Archivist:
@@ -79,6 +63,7 @@ class Archivist:
         storage: Storage,
         http: Callable[[], aiohttp.ClientSession],
         allowed_backends: Callable[[], list[str]],
+        sweep: Sweeper | None = None,
         fetch_timeout: float = 60.0,
     ) -> None:
         self.sessions = sessions
@@ -86,6 +71,7 @@ class Archivist:
         self.storage = storage
         self.http = http
         self.allowed_backends = allowed_backends
+        self.sweep = sweep
         self.fetch_timeout = fetch_timeout
 
     async def archive(self, event: JobRendered) -> JobArchived:
@@ -94,116 +80,120 @@ class Archivist:
         if backend not in self.allowed_backends():
             # The URL comes from a message; fetching from anywhere would be an SSRF hole.
             raise ArchiveError(f"backend {backend!r} is not a configured ComfyUI", transient=False)
-        async with self.sessions() as session:
-            rows = {
-                a.index: a
-                for a in (
-                    await session.scalars(select(Asset).where(Asset.job_id == event.job_id))
-                ).all()
-            }
-        new_rows: list[dict[str, Any]] = []
-        for index, output in enumerate(event.outputs):
-            if index in rows and await self.storage.exists(rows[index].path):
-                continue  # a redelivery: this image is already archived
-            new_rows.append(await self._archive_one(event, backend, index, output))
-        if new_rows:
-            async with self.sessions() as session, session.begin():
+        async with self.sessions() as session, session.begin():
+            await locks.hold(session, "archive", event.job_id)
+            assets = await _assets_of(session, event)
+            new = 0
+            if not assets:
+                batch = await self._write_files(event, backend)
                 await session.execute(
                     insert(Asset)
-                    .values(new_rows)
+                    .values(batch.rows)
                     .on_conflict_do_nothing(index_elements=[Asset.job_id, Asset.index])
                 )
-            async with self.sessions() as session:
-                rows = {
-                    a.index: a
-                    for a in (
-                        await session.scalars(select(Asset).where(Asset.job_id == event.job_id))
-                    ).all()
-                }
-        archived = JobArchived(
-            event_id=derived_id(event.job_id, "archived"),
-            job_id=event.job_id,
-            correlation_id=event.correlation_id,
-            producer=Producer.ARCHIVER,
-            project=event.project,
-            assets=[
-                ArchivedAsset(
-                    path=a.path,
-                    sha256=a.sha256,
-                    width=a.width,
-                    height=a.height,
-                    bytes=a.bytes,
-                    mime=a.mime,
-                    index=a.index,
+                assets = await _assets_of(session, event)
+                new = len(batch.rows)
+            elif assets[0].record.get("prompt_id") != event.prompt_id:
+                log.warning(
+                    "archiver.duplicate_render",
+                    archived_prompt=assets[0].record.get("prompt_id"),
+                    prompt_id=event.prompt_id,
                 )
-                for a in sorted(rows.values(), key=lambda a: a.index)
-            ],
-        )
+        archived = _archived_event(event, assets)
         await self.bus.publish(archived)
-        log.info("archiver.archived", assets=[a.path for a in archived.assets], new=len(new_rows))
+        log.info("archiver.archived", assets=[a.path for a in archived.assets], new=new)
         return archived
 
-    async def _archive_one(
-        self, event: JobRendered, backend: str, index: int, output: OutputImage
-    ) -> dict[str, Any]:
-        source = await self._fetch(backend, output)
-        record = job_record(event, index, output)
+    async def _write_files(self, event: JobRendered, backend: str) -> _Batch:
+        batch = _Batch()
         try:
-            stamped = stamp_png(source, workflow=event.workflow, record=record)
-        except NotAnImage as exc:
+            folder = str(job_folder(event.spec.location, event.job_id))
+            if self.sweep is not None:
+                await self.sweep(folder)  # what a killed archiver may have left here
+            for output in event.outputs:
+                source = await fetch_view(self.http(), backend, output, timeout=self.fetch_timeout)
+                source_sha = hashlib.sha256(source).hexdigest()
+                if source_sha in batch.seen:
+                    log.info("archiver.same_image_twice", filename=output.filename)
+                    continue
+                batch.seen.add(source_sha)
+                record = job_record(event, len(batch.rows), output, source_sha)
+                batch.rows.append(await self._write_one(event, source, record, batch))
+        except (UnsafePath, NotAnImage) as exc:
+            await self._take_back(batch)
             raise ArchiveError(str(exc), transient=False) from exc
-        key = image_key(event.spec.location, event.job_id, index)
-        sha = hashlib.sha256(stamped.data).hexdigest()
-        sidecar = {
-            **record,
-            "path": key,
-            "sha256": sha,
-            "width": stamped.width,
-            "height": stamped.height,
-            "bytes": len(stamped.data),
-            "workflow": event.workflow,
-        }
-        await self.storage.put(key, stamped.data)
-        await self.storage.put(
-            key.removesuffix(".png") + ".json", json.dumps(sidecar, indent=2).encode()
-        )
-        location = event.spec.location
-        return {
-            "job_id": event.job_id,
-            "index": index,
-            "project_slug": location.project,
-            "episode": key.split("/")[1],
-            "scene": key.split("/")[2],
-            "shot": key.split("/")[3],
-            "path": key,
-            "sha256": sha,
-            "width": stamped.width,
-            "height": stamped.height,
-            "bytes": len(stamped.data),
-            "mime": "image/png",
-            "characters": record["characters"],
-            "character_names": [c.name for c in event.spec.characters],
-            "record": record,
-        }
+        except ArchiveError as exc:
+            if not exc.transient:
+                await self._take_back(batch)
+            raise
+        return batch
 
-    async def _fetch(self, backend: str, output: OutputImage) -> bytes:
-        params = {"filename": output.filename, "subfolder": output.subfolder, "type": output.type}
-        try:
-            async with self.http().get(
-                f"{backend}/view",
-                params=params,
-                timeout=aiohttp.ClientTimeout(total=self.fetch_timeout),
-            ) as response:
-                if response.status == 200:
-                    return await response.read()
-                text = (await response.text())[:200]
-                # 404/400/403: the file is gone or the reference is bad; retrying cannot help.
-                transient = response.status >= 500
-                raise ArchiveError(
-                    f"GET /view {output.filename!r} answered {response.status}: {text}",
-                    transient=transient,
-                )
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ArchiveError(
-                f"fetching {output.filename!r} from {backend}: {exc!r}", transient=True
-            ) from exc
+    async def _write_one(
+        self, event: JobRendered, source: bytes, record: dict[str, Any], batch: _Batch
+    ) -> dict[str, Any]:
+        stamped = stamp_png(source, workflow=event.workflow, record=record)
+        key = image_key(event.spec.location, event.job_id, record["index"])
+        sha = hashlib.sha256(stamped.data).hexdigest()
+        size = len(stamped.data)
+        await self._put_once(key, stamped.data, batch)
+        document = sidecar(
+            record,
+            key=key,
+            sha256=sha,
+            width=stamped.width,
+            height=stamped.height,
+            size=size,
+            workflow=event.workflow,
+        )
+        await self._put_once(key.removesuffix(".png") + ".json", document, batch)
+        return asset_row(
+            event,
+            record,
+            key=key,
+            sha256=sha,
+            width=stamped.width,
+            height=stamped.height,
+            size=size,
+        )
+
+    async def _put_once(self, key: str, data: bytes, batch: _Batch) -> None:
+        """Write ``key`` unless identical content is already there (a crashed run's)."""
+        batch.keys.append(key)
+        if await self.storage.exists(key) and await self.storage.get(key) == data:
+            return
+        await self.storage.put(key, data)
+
+    async def _take_back(self, batch: _Batch) -> None:
+        """A permanently failed job keeps no files without rows."""
+        for key in batch.keys:
+            try:
+                await self.storage.delete(key)
+            except Exception:
+                log.exception("archiver.cleanup_failed", key=key)
+
+
+async def _assets_of(session: AsyncSession, event: JobRendered) -> list[Asset]:
+    query = select(Asset).where(Asset.job_id == event.job_id).order_by(Asset.index)
+    return list((await session.scalars(query)).all())
+
+
+def _archived_event(event: JobRendered, assets: list[Asset]) -> JobArchived:
+    return JobArchived(
+        event_id=derived_id(event.job_id, "archived"),
+        job_id=event.job_id,
+        correlation_id=event.correlation_id,
+        producer=Producer.ARCHIVER,
+        project=event.project,
+        assets=[
+            ArchivedAsset(
+                path=a.path,
+                sha256=a.sha256,
+                width=a.width,
+                height=a.height,
+                bytes=a.bytes,
+                mime=a.mime,
+                index=a.index,
+            )
+            for a in assets
+        ],
+    )

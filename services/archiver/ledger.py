@@ -2,6 +2,12 @@
 
 Recording takes the job's ``job_states`` row lock, so events of one job are numbered
 one after another (no gaps, no repeats) however many archivers run.
+
+It also takes a per-project advisory lock from just before the row is inserted until
+the transaction commits. Within one project, ``job_events.id`` values are therefore
+allocated *and committed* in the same order: a reader that sees row ``n`` of a project
+has seen every earlier row of that project. The notifier's project streams rely on
+this to resume from an id without gaps (see docs/progress.md).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.archiver import locks
 from services.archiver.states import FINAL, JobStatus, next_state
 from shared.db.models import Job, JobEvent, JobState
 from shared.events import (
@@ -61,6 +68,8 @@ async def record_event(session: AsyncSession, event: Event) -> Recorded:
     if previous is not None:
         return Recorded(entry=_entry(previous), duplicate=True)
 
+    # (The event's project is kept as is: a rejected request's job row holds the raw,
+    # possibly invalid, project while its event carries a fallback slug.)
     if not await _job_exists(session, event.job_id):
         raise UnknownJob(f"no job {event.job_id} was ever submitted")
     await session.execute(
@@ -102,6 +111,7 @@ async def record_event(session: AsyncSession, event: Event) -> Recorded:
         state=new.value,
         payload=event.model_dump(mode="json"),
     )
+    await locks.hold(session, "ledger", event.project)
     session.add(row)
     await session.flush()
     return Recorded(entry=_entry(row), duplicate=False)

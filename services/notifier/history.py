@@ -1,48 +1,144 @@
-"""Reading the ledger back: what a reconnecting watcher missed."""
+"""Reading the ledger back: what a watcher missed, and where a stream stands.
+
+Read-only: the archiver is the only writer of ``job_events``. Gap fills (the same
+missing entries wanted by many watchers of one job at once) are coalesced into one
+query and remembered for a few seconds.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
-from datetime import datetime
+from collections.abc import AsyncIterator, Sequence
 
-from sqlalchemy import select
+from sqlalchemy import Select, func, select
 
-from shared.db.models import JobEvent
+from services.notifier.metrics import GAP_FILLS
+from services.notifier.notes import Note
+from shared.db.models import Job, JobEvent
 from shared.db.session import SessionFactory
 from shared.events import EventType, LedgerEntry
 
-REPLAY_LIMIT = 10_000
+#: Rows per replay query; replays page through longer histories.
+PAGE = 500
+
+_GapKey = tuple[uuid.UUID, int, int]
 
 
-async def missed_entries(
-    sessions: SessionFactory,
-    *,
-    job_id: uuid.UUID | None = None,
-    project: str | None = None,
-    since_seq: int = 0,
-    since_time: datetime | None = None,
-    limit: int = REPLAY_LIMIT,
-) -> list[LedgerEntry]:
-    """Ledger entries of a job after ``since_seq``, or of a project after ``since_time``."""
-    query = select(JobEvent)
-    if job_id is not None:
-        query = query.where(JobEvent.job_id == job_id, JobEvent.seq > since_seq)
-    if project is not None:
-        query = query.where(JobEvent.project_slug == project)
-    if since_time is not None:
-        query = query.where(JobEvent.recorded_at > since_time)
-    query = query.order_by(JobEvent.id).limit(limit)
-    async with sessions() as session:
-        rows = (await session.scalars(query)).all()
-    return [
+def _note(row: JobEvent) -> Note:
+    return Note(
         LedgerEntry(
-            seq=r.seq,
-            job_id=r.job_id,
-            project=r.project_slug,
-            event_type=EventType(r.event_type),
-            recorded_at=r.recorded_at,
-            state=r.state,
-            event=r.payload,
+            seq=row.seq,
+            job_id=row.job_id,
+            project=row.project_slug,
+            event_type=EventType(row.event_type),
+            recorded_at=row.recorded_at,
+            state=row.state,
+            event=row.payload,
+        ),
+        cursor=row.id,
+    )
+
+
+class LedgerReader:
+    def __init__(self, sessions: SessionFactory, *, gap_ttl: float = 10.0) -> None:
+        self.sessions = sessions
+        self.gap_ttl = gap_ttl
+        self._gaps: dict[_GapKey, tuple[float, asyncio.Future[list[Note]]]] = {}
+
+    # ------------------------------------------------------------------ one job
+
+    async def job_after(
+        self, job_id: uuid.UUID, after: int, *, before: int | None = None, limit: int = PAGE
+    ) -> list[Note]:
+        """Entries of a job with ``after < seq`` (``< before``), in sequence order."""
+        query = select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.seq > after)
+        if before is not None:
+            query = query.where(JobEvent.seq < before)
+        return await self._notes(query.order_by(JobEvent.seq).limit(limit))
+
+    async def job_pages(self, job_id: uuid.UUID, after: int) -> AsyncIterator[list[Note]]:
+        """The whole history of a job after ``after``, a page at a time."""
+        while True:
+            page = await self.job_after(job_id, after)
+            if page:
+                yield page
+                after = page[-1].seq
+            if len(page) < PAGE:
+                return
+
+    async def job_gap(self, job_id: uuid.UUID, after: int, before: int) -> list[Note]:
+        """Entries strictly between two sequence numbers, shared by every watcher asking."""
+        key = (job_id, after, before)
+        now = time.monotonic()
+        cached = self._gaps.get(key)
+        if cached is None or (cached[1].done() and now - cached[0] > self.gap_ttl):
+            GAP_FILLS.inc()
+            future: asyncio.Future[list[Note]] = asyncio.ensure_future(
+                self.job_after(job_id, after, before=before)
+            )
+            self._gaps[key] = (now, future)
+            self._forget_old(now)
+        else:
+            future = cached[1]
+        try:
+            return await asyncio.shield(future)
+        except Exception:
+            self._gaps.pop(key, None)
+            raise
+
+    def _forget_old(self, now: float) -> None:
+        if len(self._gaps) < 256:
+            return
+        for key, (when, future) in list(self._gaps.items()):
+            if future.done() and now - when > self.gap_ttl:
+                del self._gaps[key]
+
+    async def job_heads(self, job_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
+        """The last sequence number of each job (jobs without entries are left out)."""
+        if not job_ids:
+            return {}
+        query = (
+            select(JobEvent.job_id, func.max(JobEvent.seq))
+            .where(JobEvent.job_id.in_(list(job_ids)))
+            .group_by(JobEvent.job_id)
         )
-        for r in rows
-    ]
+        async with self.sessions() as session:
+            rows = (await session.execute(query)).all()
+        return {job: int(seq) for job, seq in rows}
+
+    async def job_last(self, job_id: uuid.UUID) -> Note | None:
+        query = select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.seq.desc())
+        notes = await self._notes(query.limit(1))
+        return notes[0] if notes else None
+
+    async def job_project(self, job_id: uuid.UUID) -> str | None:
+        """The project of a submitted job; None while ingest has not recorded it."""
+        async with self.sessions() as session:
+            return await session.scalar(select(Job.project_slug).where(Job.id == job_id))
+
+    # ------------------------------------------------------------------ one project
+
+    async def project_after(self, project: str, after: int, *, limit: int = PAGE) -> list[Note]:
+        """Entries of a project with a ledger id above ``after``, in id order."""
+        query = (
+            select(JobEvent)
+            .where(JobEvent.project_slug == project, JobEvent.id > after)
+            .order_by(JobEvent.id)
+            .limit(limit)
+        )
+        return await self._notes(query)
+
+    async def project_head(self, project: str) -> int:
+        """The ledger id of the project's latest entry (0 if none)."""
+        query = select(func.coalesce(func.max(JobEvent.id), 0)).where(
+            JobEvent.project_slug == project
+        )
+        async with self.sessions() as session:
+            return int(await session.scalar(query) or 0)
+
+    async def _notes(self, query: Select[JobEvent]) -> list[Note]:
+        async with self.sessions() as session:
+            rows = (await session.scalars(query)).all()
+        return [_note(r) for r in rows]

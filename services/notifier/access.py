@@ -1,0 +1,40 @@
+"""API-key checks for the notifier's routes (``read`` scope, project-limited keys)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from shared.auth import Principal, requires
+
+Endpoint = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def guarded(handler: Endpoint) -> Endpoint:
+    """``handler`` behind the ``read`` scope (works for bound methods too)."""
+
+    async def endpoint(request: web.Request) -> web.StreamResponse:
+        return await handler(request)
+
+    endpoint.__doc__ = handler.__doc__
+    return requires("read")(endpoint)
+
+
+def allowed_projects(request: web.Request) -> frozenset[str] | None:
+    """The projects the caller's key may see; None for every project (or auth off)."""
+    principal: Principal | None = request.get("principal")
+    return principal.projects if principal is not None else None
+
+
+def may_see(request: web.Request, project: str) -> bool:
+    projects = allowed_projects(request)
+    return projects is None or project in projects
+
+
+def error(status: int, field: str, message: str, code: str = "invalid") -> web.Response:
+    """The error shape every service answers with."""
+    return web.json_response(
+        {"errors": [{"field": field, "code": code, "message": message, "suggestions": []}]},
+        status=status,
+    )
