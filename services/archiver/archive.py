@@ -31,12 +31,12 @@ from services.archiver.fetch import ArchiveError, fetch_view
 from services.archiver.layout import UnsafePath, image_key, job_folder
 from services.archiver.pngmeta import NotAnImage, stamp_png
 from services.archiver.record import asset_row, job_record, sidecar
-from services.archiver.storage import Storage
 from shared.db.models import Asset
 from shared.db.session import SessionFactory
 from shared.events import ArchivedAsset, JobArchived, JobRendered, Producer, derived_id
 from shared.logging import get_logger
 from shared.messaging import EventBus
+from shared.storage import Storage
 
 __all__ = ["ArchiveError", "Archivist"]
 

@@ -10,10 +10,10 @@ from faststream import FastStream
 from services.archiver import SERVICE
 from services.archiver.archive import Archivist
 from services.archiver.handlers import build_router
-from services.archiver.storage import LocalStorage
 from shared.logging import get_logger
 from shared.runtime import ServiceRuntime
 from shared.settings import Settings, get_settings
+from shared.storage import LocalStorage
 
 log = get_logger(__name__)
 

@@ -12,12 +12,12 @@ import uuid
 
 from aiohttp import web
 
-from services.archiver.storage import Storage
 from services.notifier.access import error, guarded, may_see
 from services.notifier.assets_query import asset_document, find_assets, parse_query
 from shared.db.models import Asset
 from shared.db.session import SessionFactory
 from shared.events import is_slug
+from shared.storage import Storage
 
 
 class AssetsApi:

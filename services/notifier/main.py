@@ -8,7 +8,6 @@ import dataclasses
 
 from faststream import FastStream
 
-from services.archiver.storage import LocalStorage
 from services.notifier import SERVICE
 from services.notifier.assets_api import AssetsApi
 from services.notifier.config import NotifierOptions
@@ -21,6 +20,7 @@ from services.notifier.websocket import WebSocketApi
 from shared.logging import get_logger
 from shared.runtime import ServiceRuntime
 from shared.settings import Settings, get_settings
+from shared.storage import LocalStorage
 
 log = get_logger(__name__)
 

@@ -10,9 +10,9 @@ import pytest
 import pytest_asyncio
 from PIL import Image
 
-from services.archiver.storage import PARTIAL_PREFIX, host_tag, partial_prefix
 from shared.cli.processes import Supervisor, service_argv
 from shared.settings import REPO_ROOT, Settings
+from shared.storage import PARTIAL_PREFIX, host_tag, partial_prefix
 from tests.support.archive_backend import ImageBackend, make_png
 from tests.support.archive_jobs import insert_job, publisher, rendered, spec_for
 from tests.support.records import Records

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from services.archiver.storage import PARTIAL_PREFIX, LocalStorage, host_tag, partial_prefix
+from shared.storage import PARTIAL_PREFIX, LocalStorage, host_tag, partial_prefix
 
 
 def dead_pid() -> int:

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from services.archiver.layout import DEFAULT_SEGMENT, UnsafePath, image_key
-from services.archiver.storage import LocalStorage
 from shared.events import ShotLocation
+from shared.storage import LocalStorage
 
 
 def test_image_key_follows_the_documented_layout() -> None:
