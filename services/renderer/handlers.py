@@ -21,6 +21,7 @@ Nothing is acked before the event that records its outcome is confirmed by the b
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from faststream import AckPolicy
@@ -66,6 +67,12 @@ def _int_header(headers: dict[str, Any], name: str, default: int) -> int:
         return default
 
 
+def redelivered(msg: RabbitMessage) -> bool:
+    """True when the broker delivered this message before (to a consumer that died)."""
+    headers = msg.headers or {}
+    return bool(msg.raw_message.redelivered) or bool(headers.get("x-delivery-count"))
+
+
 def attempt_of(headers: dict[str, Any]) -> tuple[int, int]:
     """(this attempt's number, the number of attempts before this run began)."""
     base = max(0, _int_header(headers, ATTEMPT_BASE_HEADER, 0))
@@ -85,6 +92,9 @@ def build_router(
     intake = specs["renderer.accepted"]
     bands = {band: specs[f"renderer.band.{band}"] for band, _, _ in PRIORITY_BANDS}
     retry_queues = [runtime.topology.retry_name(intake.name, d) for d in intake.retry_delays]
+    #: (job, attempt) pairs this process is rendering: a duplicate job.accepted arriving
+    #: meanwhile must not start a second render of the same prompt.
+    in_progress: set[tuple[uuid.UUID, int]] = set()
 
     async def park(msg: RabbitMessage, spec: WorkQueueSpec, reason: str, **extra: Any) -> None:
         await park_message(
@@ -231,8 +241,15 @@ def build_router(
                 await publish_cancelled(accepted, "pending")
                 await msg.ack()
                 return
+            if (accepted.job_id, attempt) in in_progress:
+                log.info("renderer.duplicate_delivery", attempt=attempt)
+                await msg.ack()
+                return
+            in_progress.add((accepted.job_id, attempt))
             avoid = [b for b in str(headers.get(AVOID_HEADER, "")).split(",") if b]
-            outcome = await renderer.render(accepted, attempt, avoid)
+            # Only a redelivered message can have a prompt on a backend already: a new
+            # attempt has a new prompt id. Asking every backend costs two calls each.
+            outcome = await renderer.render(accepted, attempt, avoid, redelivered=redelivered(msg))
             if isinstance(outcome, Rendered) and not outcome.result.outputs:
                 outcome = Failed(
                     reason="the workflow produced no images",
@@ -283,8 +300,10 @@ def build_router(
                 await fail(accepted, msg, attempt, outcome)
         except Exception as exc:
             log.exception("renderer.crashed")
+            in_progress.discard((accepted.job_id, attempt))
             await requeue_after_pause(msg, error=exc)
             return
+        in_progress.discard((accepted.job_id, attempt))
         await msg.ack()
 
     for band, spec in bands.items():

@@ -153,9 +153,13 @@ class RenderService:
         # Inside RabbitMQ's 30-minute consumer timeout, with room for the publishes.
         self.render_timeout = render_timeout
 
-    async def render(self, accepted: JobAccepted, attempt: int, avoid: list[str]) -> Outcome:
+    async def render(
+        self, accepted: JobAccepted, attempt: int, avoid: list[str], *, redelivered: bool = True
+    ) -> Outcome:
+        """Render one attempt. ``redelivered``: this attempt may already be on a backend
+        (a renderer died holding it), so look for its prompt before submitting."""
         prompt_id = derive_prompt_id(accepted.job_id, attempt)
-        found = await self.pool.find(prompt_id)
+        found = await self.pool.find(prompt_id) if redelivered else None
         if found is not None:
             backend, where = found
             log.info(

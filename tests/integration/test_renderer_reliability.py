@@ -4,6 +4,7 @@ priorities and cancellation, on the real broker with simulator backends."""
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from pathlib import Path
 from typing import Any
@@ -207,3 +208,23 @@ async def test_cancelling_a_pending_and_a_running_job(
         assert stages[running.job_id] == "running"
         assert stages[pending.job_id] in ("pending", "queued")
         assert await records.assets(running.job_id) == []
+
+
+async def test_a_duplicate_job_accepted_during_the_render_renders_once(
+    settings: Settings, records: Records, tmp_path: Path
+) -> None:
+    async with pipeline_processes(settings, tmp_path, render_seconds=2.0) as pipeline:
+        job = await publish_submission(pipeline.settings, shot())
+        await eventually(lambda: rendering(records, job.job_id), what="rendering")
+        # When the same job.accepted arrives again (a resubmission, a replay after a crash)
+        accepted = next(
+            e for e in await records.events(job.job_id) if e.event_type == "job.accepted"
+        )
+        body = json.dumps(accepted.payload).encode()
+        await publish_raw(
+            pipeline.settings, body, routing_key=f"job.accepted.{accepted.project_slug}"
+        )
+        # Then the job completes with one render and one asset
+        assert await final(records, job.job_id) == "completed"
+        assert (await sim_stats(pipeline.settings.comfyui_urls[0]))["prompts_run"] == 1
+        assert len(await records.assets(job.job_id)) == 1
