@@ -20,8 +20,11 @@ from shared.events import CharacterRef, CharacterSnapshot, Problem, ReferenceIma
 
 ReferenceUrl = Callable[[str], str]
 
+#: Version numbers are PostgreSQL ``integer``s; a larger pin cannot exist.
+MAX_VERSION = 2**31 - 1
 
-def _visible(project_id: uuid.UUID | None) -> ColumnElement[bool]:
+
+def visible_to(project_id: uuid.UUID | None) -> ColumnElement[bool]:
     """Characters a project can use: its own and the global ones."""
     if project_id is None:
         return CharacterDefinition.project_id.is_(None)
@@ -34,7 +37,7 @@ async def suggest_names(
     session: AsyncSession, project_id: uuid.UUID | None, name: str
 ) -> list[str]:
     names = (
-        await session.scalars(select(CharacterDefinition.name).where(_visible(project_id)))
+        await session.scalars(select(CharacterDefinition.name).where(visible_to(project_id)))
     ).all()
     by_fold = {n.casefold(): n for n in names}
     close = difflib.get_close_matches(name.casefold(), list(by_fold), n=3, cutoff=0.5)
@@ -47,7 +50,7 @@ async def suggest_names(
 async def _find(
     session: AsyncSession, project_id: uuid.UUID | None, ref: CharacterRef
 ) -> CharacterDefinition | None:
-    query = select(CharacterDefinition).where(_visible(project_id))
+    query = select(CharacterDefinition).where(visible_to(project_id))
     if ref.id is not None:
         query = query.where(CharacterDefinition.id == ref.id)
     else:
@@ -138,13 +141,17 @@ async def resolve_characters(
         seen.add(character.id)
         wanted = ref.version or character.current_version
         version = (
-            await session.scalars(
-                select(CharacterVersion).where(
-                    CharacterVersion.character_id == character.id,
-                    CharacterVersion.version == wanted,
+            None
+            if wanted > MAX_VERSION
+            else (
+                await session.scalars(
+                    select(CharacterVersion).where(
+                        CharacterVersion.character_id == character.id,
+                        CharacterVersion.version == wanted,
+                    )
                 )
-            )
-        ).first()
+            ).first()
+        )
         if version is None:
             problems.append(
                 Problem(

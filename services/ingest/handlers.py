@@ -6,12 +6,15 @@ import uuid
 from typing import Any
 
 from faststream import AckPolicy
+from faststream.message import StreamMessage
 from faststream.rabbit import Channel, RabbitMessage, RabbitRouter
 
 from services.ingest import MAX_BODY_BYTES, SERVICE
+from services.ingest.bodies import Undecodable, decode_json
+from services.ingest.hygiene import header_token
 from services.ingest.submission import SubmissionDesk
 from shared.logging import get_logger
-from shared.messaging import park_message, parse_json_body, requeue_after_pause
+from shared.messaging import park_message, requeue_after_pause
 from shared.runtime import ServiceRuntime
 
 log = get_logger(__name__)
@@ -24,6 +27,16 @@ def _job_id_hint(value: Any) -> uuid.UUID | None:
         except ValueError:
             return None
     return None
+
+
+async def undecoded(msg: StreamMessage[Any]) -> Any:
+    """Keep the body as bytes: ingest decodes it itself (:mod:`services.ingest.bodies`).
+
+    FastStream's own decoding runs before the handler and would raise on some bodies
+    (``application/json`` that is not JSON, integers over 4300 digits, deep nesting),
+    leaving the message unacknowledged; ingest must judge every body itself.
+    """
+    return msg.body
 
 
 def build_router(
@@ -40,13 +53,16 @@ def build_router(
         runtime.topology.exchange,
         channel=Channel(prefetch_count=prefetch),
         ack_policy=AckPolicy.MANUAL,
+        decoder=undecoded,
     )
     async def on_job_submitted(msg: RabbitMessage) -> None:
         """Validate a submitted shot request and publish job.accepted or job.rejected."""
-        correlation_id = msg.correlation_id or msg.message_id or uuid.uuid4().hex
+        correlation_id = (
+            header_token(msg.correlation_id) or header_token(msg.message_id) or uuid.uuid4().hex
+        )
         try:
-            body, reason = parse_json_body(msg.body, max_bytes=MAX_BODY_BYTES)
-            if reason is not None:
+            body = decode_json(msg.body, max_bytes=MAX_BODY_BYTES)
+            if isinstance(body, Undecodable):
                 await park_message(
                     runtime.broker,
                     runtime.topology,
@@ -54,13 +70,13 @@ def build_router(
                     body=msg.body,
                     headers=dict(msg.headers or {}),
                     correlation_id=correlation_id,
-                    reason=reason,
+                    reason=body.reason,
                     service=SERVICE,
                 )
             else:
                 hint = body.get("job_id") if isinstance(body, dict) else None
-                if isinstance(body, dict) and isinstance(body.get("correlation_id"), str):
-                    correlation_id = body["correlation_id"][:200] or correlation_id
+                if isinstance(body, dict):
+                    correlation_id = header_token(body.get("correlation_id")) or correlation_id
                 await desk.submit(
                     body, via="amqp", correlation_id=correlation_id, job_id=_job_id_hint(hint)
                 )

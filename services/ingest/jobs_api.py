@@ -1,147 +1,202 @@
-"""Ingest's HTTP door for jobs: ``POST /v1/jobs`` and the read side of a job."""
+"""Ingest's HTTP door for jobs: ``POST /v1/jobs`` and the read side of jobs.
+
+Submission goes through the same :class:`SubmissionDesk` as the AMQP door; answers:
+202 new job, 200 the same request again (the existing job), 409 the request id names
+another body, 422 every problem of an invalid request, 400/413/415 for a body that
+cannot be read at all.
+"""
 
 from __future__ import annotations
 
-import json
 import uuid
-from typing import Any
+from datetime import datetime
 
 from aiohttp import web
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.ingest import MAX_BODY_BYTES
+from services.ingest.api_models import (
+    CancelAccepted,
+    CancelIn,
+    JobCreated,
+    JobDocument,
+    JobList,
+    JobListQuery,
+    SubmitRequest,
+)
+from services.ingest.cancellation import request_cancel
+from services.ingest.cursors import decode_cursor, encode_cursor
+from services.ingest.errors import BadRequest, Forbidden, NotFound
+from services.ingest.http_auth import require_project, visible_projects
 from services.ingest.http_errors import error_response
+from services.ingest.http_io import parse_model, path_uuid, query_model, read_json
+from services.ingest.http_routes import UUID_SCHEMA, PathParam, Reply, Route, register
+from services.ingest.hygiene import header_token
+from services.ingest.jobs_query import JobFilter, job_summary, list_jobs, load_job_document
 from services.ingest.submission import SubmissionDesk
-from shared.auth import requires
-from shared.db.models import Asset, Job, JobEvent, JobState
 from shared.db.session import SessionFactory
-
-
-def job_document(
-    job: Job, state: JobState | None, events: list[JobEvent], assets: list[Asset]
-) -> dict[str, Any]:
-    """A job as clients see it: request, verdict, lifecycle, ledger and assets."""
-    return {
-        "job_id": str(job.id),
-        "request_id": job.request_id,
-        "project": job.project_slug,
-        "episode": job.episode,
-        "scene": job.scene,
-        "shot": job.shot,
-        "template": job.template,
-        "priority": job.priority,
-        "verdict": job.verdict,
-        "state": state.state
-        if state
-        else ("submitted" if job.verdict == "accepted" else "rejected"),
-        "progress": state.progress if state else 0.0,
-        "attempt": state.attempt if state else 0,
-        "reason": state.reason if state else None,
-        "problems": job.problems or [],
-        "character_versions": job.character_versions,
-        "created_at": job.created_at.isoformat(),
-        "updated_at": state.updated_at.isoformat() if state else job.created_at.isoformat(),
-        "events": [
-            {
-                "seq": e.seq,
-                "event_type": e.event_type,
-                "state": e.state,
-                "occurred_at": e.occurred_at.isoformat(),
-            }
-            for e in events
-        ],
-        "assets": [
-            {
-                "index": a.index,
-                "path": a.path,
-                "sha256": a.sha256,
-                "width": a.width,
-                "height": a.height,
-                "bytes": a.bytes,
-                "mime": a.mime,
-            }
-            for a in assets
-        ],
-    }
-
-
-async def load_job_document(session: AsyncSession, job_id: uuid.UUID) -> dict[str, Any] | None:
-    job = await session.get(Job, job_id)
-    if job is None:
-        return None
-    state = await session.get(JobState, job_id)
-    events = list(
-        (
-            await session.scalars(
-                select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.seq)
-            )
-        ).all()
-    )
-    assets = list(
-        (
-            await session.scalars(select(Asset).where(Asset.job_id == job_id).order_by(Asset.index))
-        ).all()
-    )
-    return job_document(job, state, events, assets)
+from shared.messaging import EventBus
 
 
 class JobsApi:
-    def __init__(self, *, desk: SubmissionDesk, sessions: SessionFactory) -> None:
+    def __init__(self, *, desk: SubmissionDesk, sessions: SessionFactory, bus: EventBus) -> None:
         self.desk = desk
         self.sessions = sessions
+        self.bus = bus
 
     def register(self, app: web.Application) -> None:
-        app.router.add_post("/v1/jobs", self.submit)
-        app.router.add_get("/v1/jobs/{job_id}", self.get)
+        register(app, JOB_ROUTES, self)
 
-    @requires("submit")
     async def submit(self, request: web.Request) -> web.Response:
         """Submit a shot. 202 new job, 200 same request again, 409 conflict, 422 invalid."""
-        if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-            return error_response(413, f"body larger than {MAX_BODY_BYTES} bytes")
-        raw = await request.content.read(MAX_BODY_BYTES + 1)
-        if len(raw) > MAX_BODY_BYTES:
-            return error_response(413, f"body larger than {MAX_BODY_BYTES} bytes")
-        if request.content_type not in ("application/json", ""):
-            return error_response(415, "send the request as application/json")
-        try:
-            body = json.loads(raw.decode("utf-8"), parse_constant=_refuse)
-        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-            return error_response(400, f"body is not valid UTF-8 JSON: {str(exc)[:200]}")
-        correlation_id = request.headers.get("X-Correlation-ID", "")[:200] or uuid.uuid4().hex
+        body = await read_json(request)
+        projects = visible_projects(request)
+        if projects is not None:
+            project = body.get("project") if isinstance(body, dict) else None
+            if not isinstance(project, str):
+                raise Forbidden(
+                    "this key is limited to projects; name one of them in 'project'",
+                    field="project",
+                )
+            require_project(request, project)
+        correlation_id = header_token(request.headers.get("X-Correlation-ID")) or uuid.uuid4().hex
         verdict = await self.desk.submit(body, via="http", correlation_id=correlation_id)
         headers = {"Location": f"/v1/jobs/{verdict.job_id}", "X-Correlation-ID": correlation_id}
         if verdict.status == "created":
-            return web.json_response(
-                {
-                    "job_id": str(verdict.job_id),
-                    "state": "accepted",
-                    "correlation_id": correlation_id,
-                },
-                status=202,
-                headers=headers,
-            )
+            created = JobCreated(job_id=verdict.job_id, correlation_id=correlation_id)
+            return web.json_response(created.model_dump(mode="json"), status=202, headers=headers)
         if verdict.status == "existing" and verdict.accepted:
             async with self.sessions() as session:
                 document = await load_job_document(session, verdict.job_id)
-            return web.json_response(document, status=200, headers=headers)
+            assert document is not None
+            return web.json_response(document.model_dump(mode="json"), status=200, headers=headers)
         status = 409 if verdict.status == "conflict" else 422
         return error_response(status, verdict.problems, job_id=str(verdict.job_id))
 
-    @requires("read")
     async def get(self, request: web.Request) -> web.Response:
         """A job: state, timestamps, character versions, events, assets once archived."""
-        try:
-            job_id = uuid.UUID(request.match_info["job_id"])
-        except ValueError:
-            return error_response(400, "job id must be a UUID", field="job_id")
+        job_id = path_uuid(request, "job_id")
         async with self.sessions() as session:
             document = await load_job_document(session, job_id)
-        if document is None:
-            return error_response(404, f"no job {job_id}", field="job_id")
-        return web.json_response(document)
+        projects = visible_projects(request)
+        if document is None or (projects is not None and document.project not in projects):
+            raise NotFound(f"no job {job_id}", field="job_id")
+        return web.json_response(document.model_dump(mode="json"))
+
+    async def list_all(self, request: web.Request) -> web.Response:
+        query = query_model(request, JobListQuery)
+        if query.project is not None:
+            require_project(request, query.project)
+        after = _after(query.cursor) if query.cursor else None
+        where = JobFilter(
+            project=query.project,
+            status=query.status,
+            character=query.character,
+            visible=visible_projects(request),
+            after=after,
+            order=query.order,
+            limit=query.limit + 1,
+        )
+        async with self.sessions() as session:
+            rows = await list_jobs(session, where)
+        page = rows[: query.limit]
+        next_cursor = None
+        if len(rows) > query.limit:
+            last = page[-1][0]
+            next_cursor = encode_cursor("jobs", last.created_at.isoformat(), str(last.id))
+        body = JobList(
+            items=[job_summary(job, state) for job, state in page], next_cursor=next_cursor
+        )
+        return web.json_response(body.model_dump(mode="json"))
+
+    async def cancel(self, request: web.Request) -> web.Response:
+        job_id = path_uuid(request, "job_id")
+        body = await read_json(request, limit=16 * 1024, empty_ok=True)
+        request_body = CancelIn() if body is None else parse_model(CancelIn, body)
+        event = await request_cancel(
+            self.sessions,
+            self.bus,
+            job_id,
+            reason=request_body.reason,
+            visible=visible_projects(request),
+        )
+        accepted = CancelAccepted(job_id=job_id, event_id=event.event_id)
+        return web.json_response(accepted.model_dump(mode="json"), status=202)
 
 
-def _refuse(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
+def _after(cursor: str) -> tuple[datetime, uuid.UUID]:
+    created, raw_id = decode_cursor(cursor, "jobs", 2)
+    try:
+        return datetime.fromisoformat(created), uuid.UUID(raw_id)
+    except ValueError:
+        raise BadRequest(
+            "cursor is not valid here; pass next_cursor unchanged",
+            field="cursor",
+            code="bad_cursor",
+        ) from None
+
+
+_JOB_ID = PathParam("job_id", "The job's id (also every event's job_id).", UUID_SCHEMA)
+
+JOB_ROUTES = (
+    Route(
+        "POST",
+        "/v1/jobs",
+        JobsApi.submit,
+        operation_id="submitJob",
+        summary="Submit a shot request",
+        tag="jobs",
+        scope="submit",
+        body=SubmitRequest,
+        replies=(
+            Reply(202, "Accepted as a new job; job.accepted is published.", JobCreated),
+            Reply(
+                200, "The same request_id and body were submitted before: that job.", JobDocument
+            ),
+        ),
+        errors=(400, 409, 413, 415, 422),
+        description="The same validation as a job.submitted event. Idempotent by request_id: "
+        "the same body again answers 200 with the existing job; a different body under a "
+        "request_id that already has an accepted job is a 409 naming that job. A 422 lists "
+        "every problem (and is recorded as a rejected job, published as job.rejected). "
+        "Send X-Correlation-ID to choose the id carried by every event of the job.",
+    ),
+    Route(
+        "GET",
+        "/v1/jobs",
+        JobsApi.list_all,
+        operation_id="listJobs",
+        summary="List jobs, filtered and cursor-paged",
+        tag="jobs",
+        scope="read",
+        query=JobListQuery,
+        replies=(Reply(200, "A page of jobs; follow next_cursor for more.", JobList),),
+        errors=(400, 422),
+    ),
+    Route(
+        "GET",
+        "/v1/jobs/{job_id}",
+        JobsApi.get,
+        operation_id="getJob",
+        summary="Get a job: state, character versions, ledger events, assets",
+        tag="jobs",
+        scope="read",
+        path_params=(_JOB_ID,),
+        replies=(Reply(200, "The job.", JobDocument),),
+        errors=(400, 404),
+    ),
+    Route(
+        "POST",
+        "/v1/jobs/{job_id}/cancel",
+        JobsApi.cancel,
+        operation_id="cancelJob",
+        summary="Ask for a job to be cancelled (publishes job.cancel_requested)",
+        tag="jobs",
+        scope="submit",
+        path_params=(_JOB_ID,),
+        body=CancelIn,
+        body_required=False,
+        replies=(
+            Reply(202, "The request was published; watch for job.cancelled.", CancelAccepted),
+        ),
+        errors=(400, 404, 409, 413, 422),
+    ),
+)

@@ -27,7 +27,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.ingest.characters import ReferenceUrl, resolve_characters
+from services.ingest.hygiene import clean_text, header_token, scrub
+from services.ingest.problems import clean_problem, problems_from_validation
 from services.ingest.prompting import compose_negative, compose_prompt
+from services.ingest.screening import ENVELOPE_FIELDS, capped, screen
 from shared.db.models import Job, Project
 from shared.db.session import SessionFactory
 from shared.events import (
@@ -68,24 +71,19 @@ class Verdict:
         return isinstance(self.event, JobAccepted)
 
 
-def problems_from_validation(error: ValidationError, *, prefix: str = "") -> list[Problem]:
-    """Turn pydantic's errors into ``Problem``s with readable dotted field paths."""
-    problems = []
-    for item in error.errors(include_url=False):
-        path = prefix
-        for part in item["loc"]:
-            path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-        shown = repr(item.get("input"))
-        message = item["msg"]
-        if item["type"] not in ("missing",) and len(shown) <= 80:
-            message = f"{message} (got {shown})"
-        problems.append(Problem(field=path or "body", code=item["type"], message=message))
-    return problems
+def canonical_hash(body: Mapping[str, Any], request: ShotRequest | None = None) -> str:
+    """sha256 of what a request asks for: the identity behind "same request again".
 
-
-def canonical_hash(body: Mapping[str, Any]) -> str:
-    """sha256 of the request's content, independent of key order and envelope fields."""
-    content = {k: v for k, v in body.items() if k in SHOT_REQUEST_FIELDS}
+    A well-formed request hashes its normalised form (defaults filled in), so spelling
+    the same request differently (key order, an explicit default, the AMQP envelope)
+    is still the same request. Anything else hashes the body without the envelope,
+    unknown fields included, so a corrected body is a new request.
+    """
+    content: Any = (
+        request.model_dump(mode="json")
+        if request is not None
+        else {k: v for k, v in body.items() if k not in ENVELOPE_FIELDS}
+    )
     data = json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(data.encode()).hexdigest()
 
@@ -126,26 +124,16 @@ class SubmissionDesk:
     ) -> Verdict:
         """Validate ``body`` (a decoded JSON value), record the verdict, publish it."""
         raw: dict[str, Any] = body if isinstance(body, dict) else {}
-        request_id = raw.get("request_id") if isinstance(raw.get("request_id"), str) else None
-        request_hash = canonical_hash(raw)
-        async with self.sessions() as session:
-            existing = await self._existing(session, request_id, request_hash)
-        if existing is not None:
-            return await self._replay(existing)
+        correlation_id = header_token(correlation_id) or uuid.uuid4().hex
+        request, problems = validate_request(body, via=via)
+        request_id = _storable_request_id(raw.get("request_id"))
+        request_hash = canonical_hash(raw, request if not problems else None)
+        if request_id is not None:
+            async with self.sessions() as session:
+                existing = await self._existing(session, request_id, request_hash)
+            if existing is not None:
+                return await self._replay(existing)
 
-        problems: list[Problem] = []
-        request: ShotRequest | None = None
-        if not isinstance(body, dict):
-            problems.append(
-                Problem(field="body", code="type", message="the request must be a JSON object")
-            )
-        else:
-            try:
-                request = ShotRequest.model_validate(
-                    {k: v for k, v in raw.items() if k in SHOT_REQUEST_FIELDS}
-                )
-            except ValidationError as exc:
-                problems.extend(problems_from_validation(exc))
         job_id = job_id or (
             derived_id("job", request_id, request_hash) if request_id else uuid.uuid4()
         )
@@ -154,7 +142,7 @@ class SubmissionDesk:
             request=request,
             problems=problems,
             job_id=job_id,
-            request_id=_storable_request_id(request_id),
+            request_id=request_id,
             request_hash=request_hash,
             via=via,
             correlation_id=correlation_id,
@@ -236,6 +224,7 @@ class SubmissionDesk:
                         )
                         status = "created"
 
+            problems = [clean_problem(p) for p in capped(problems)]
             event = self._event(
                 job_id=job_id,
                 correlation_id=correlation_id,
@@ -249,7 +238,7 @@ class SubmissionDesk:
                 request_id=request_id,
                 request_hash=request_hash,
                 correlation_id=correlation_id,
-                project_slug=_clean_text(str(raw.get("project", "")))[:200],
+                project_slug=clean_text(str(raw.get("project", "")))[:200],
                 project_id=project.id if project else None,
                 episode=request.episode if request else None,
                 scene=request.scene if request else None,
@@ -257,7 +246,7 @@ class SubmissionDesk:
                 template=request.template if request else None,
                 priority=request.priority if request else 0,
                 verdict="accepted" if spec else "rejected",
-                request=_jsonable(raw),
+                request=scrub(raw),
                 spec=spec.model_dump(mode="json") if spec else None,
                 problems=[p.model_dump(mode="json") for p in problems] or None,
                 character_versions=[
@@ -410,18 +399,32 @@ class SubmissionDesk:
         return Verdict(status="existing", job_id=job.id, problems=problems, event=event)
 
 
-def _jsonable(raw: dict[str, Any]) -> dict[str, Any]:
-    # PostgreSQL text and jsonb cannot hold NUL; hostile bodies do, and must still be kept.
-    text = json.dumps(raw, default=str).replace("\\u0000", "\\ufffd")
-    result: dict[str, Any] = json.loads(text)
-    return result
+def validate_request(body: Any, *, via: Door) -> tuple[ShotRequest | None, list[Problem]]:
+    """Everything that can be said about a body without the database.
+
+    Returns the request (None when it cannot be used, or must not reach the database)
+    and every problem found.
+    """
+    if not isinstance(body, dict):
+        return None, [
+            Problem(field="body", code="type", message="the request must be a JSON object")
+        ]
+    screening = screen(body, via=via)
+    problems = list(screening.problems)
+    request: ShotRequest | None = None
+    try:
+        request = ShotRequest.model_validate(
+            {k: v for k, v in body.items() if k in SHOT_REQUEST_FIELDS}
+        )
+    except ValidationError as exc:
+        problems.extend(problems_from_validation(exc))
+    return (None if screening.blocking else request), problems
 
 
-def _clean_text(value: str) -> str:
-    return value.replace("\x00", "\ufffd")
-
-
-def _storable_request_id(request_id: str | None) -> str | None:
-    if request_id is None or not 0 < len(request_id) <= 200 or not request_id.isprintable():
+def _storable_request_id(request_id: object) -> str | None:
+    """The request id if it can serve as an idempotency key (and be stored), else None."""
+    if not isinstance(request_id, str):
+        return None
+    if not 0 < len(request_id) <= 200 or not request_id.isprintable():
         return None
     return request_id
