@@ -51,6 +51,27 @@ class Principal:
         return self.projects is None or project in self.projects
 
 
+#: Where the middleware puts the caller's key on the request.
+PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal", Principal)
+
+
+def principal_of(request: web.Request) -> Principal | None:
+    """The caller's key, or None when keys are not required."""
+    return request.get(PRINCIPAL)
+
+
+def visible_projects(request: web.Request) -> frozenset[str] | None:
+    """The project slugs the caller may see; None means all of them."""
+    caller = principal_of(request)
+    return caller.projects if caller is not None else None
+
+
+def may_see(request: web.Request, project: str | None) -> bool:
+    """Whether the caller may see ``project`` (None: something global, seen by all)."""
+    projects = visible_projects(request)
+    return projects is None or project is None or project in projects
+
+
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
@@ -167,7 +188,7 @@ def auth_middleware(checker: KeyChecker, *, enabled: bool = True) -> Any:
             )
         if not principal.allows(scope):
             return _error(403, "forbidden", f"this key lacks the {scope!r} scope")
-        request["principal"] = principal
+        request[PRINCIPAL] = principal
         return await handler(request)
 
     return middleware

@@ -11,24 +11,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from services.ingest.errors import Forbidden
-from shared.auth import Principal
+from shared.auth import may_see, principal_of, visible_projects
 
-
-def principal(request: web.Request) -> Principal | None:
-    found = request.get("principal")
-    return found if isinstance(found, Principal) else None
-
-
-def visible_projects(request: web.Request) -> frozenset[str] | None:
-    """The project slugs the caller may see; None means all of them."""
-    caller = principal(request)
-    return caller.projects if caller is not None else None
-
-
-def may_see(request: web.Request, project: str | None) -> bool:
-    """Whether the caller may see ``project`` (None: global characters, seen by all)."""
-    projects = visible_projects(request)
-    return projects is None or project is None or project in projects
+__all__ = ["may_see", "principal_of", "require_project", "visible_projects"]
 
 
 def require_project(request: web.Request, project: str | None, *, field: str = "project") -> None:

@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from shared.auth import Principal, requires
+from shared.auth import requires, visible_projects
 
 Endpoint = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -21,15 +21,8 @@ def guarded(handler: Endpoint) -> Endpoint:
     return requires("read")(endpoint)
 
 
-def allowed_projects(request: web.Request) -> frozenset[str] | None:
-    """The projects the caller's key may see; None for every project (or auth off)."""
-    principal: Principal | None = request.get("principal")
-    return principal.projects if principal is not None else None
-
-
-def may_see(request: web.Request, project: str) -> bool:
-    projects = allowed_projects(request)
-    return projects is None or project in projects
+#: The projects the caller's key may see; None for every project (or auth off).
+allowed_projects = visible_projects
 
 
 def error(status: int, field: str, message: str, code: str = "invalid") -> web.Response:

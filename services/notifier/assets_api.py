@@ -12,8 +12,9 @@ import uuid
 
 from aiohttp import web
 
-from services.notifier.access import error, guarded, may_see
+from services.notifier.access import error, guarded
 from services.notifier.assets_query import asset_document, find_assets, parse_query
+from shared.auth import may_see
 from shared.db.models import Asset
 from shared.db.session import SessionFactory
 from shared.events import is_slug

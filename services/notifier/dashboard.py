@@ -35,7 +35,7 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 
-from shared.auth import Principal, requires
+from shared.auth import principal_of, requires
 from shared.db.models import Asset, Job, JobState
 from shared.logging import get_logger
 from shared.queues import (
@@ -89,7 +89,7 @@ class Dashboard:
             if self._cache is None or now - self._cache[0] > self.cache_seconds:
                 self._cache = (now, await self._collect())
             document = self._cache[1]
-        principal: Principal | None = request.get("principal")
+        principal = principal_of(request)
         if principal is not None and principal.projects is not None:
             allowed = principal.projects
             document = {
@@ -107,7 +107,7 @@ class Dashboard:
             raise web.HTTPNotFound() from None
         async with self.runtime.sessions() as session:
             asset = await session.get(Asset, asset_id)
-        principal: Principal | None = request.get("principal")
+        principal = principal_of(request)
         if asset is None or (principal is not None and not principal.may_see(asset.project_slug)):
             raise web.HTTPNotFound()
         data = self._thumbnails.get(asset_id)

@@ -17,6 +17,8 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from shared.cli.characters import characters_app
+from shared.cli.keys import keys_app
 from shared.settings import REPO_ROOT, get_settings
 
 app = typer.Typer(
@@ -27,6 +29,8 @@ app = typer.Typer(
 )
 docs_app = typer.Typer(help="Generated documents (AsyncAPI, JSON Schemas).", no_args_is_help=True)
 app.add_typer(docs_app, name="docs")
+app.add_typer(keys_app, name="keys")
+app.add_typer(characters_app, name="characters")
 console = Console()
 err = Console(stderr=True, soft_wrap=True)
 
