@@ -115,6 +115,7 @@ class QueueDepthPoller:
         self.interval = interval
         self._task: asyncio.Task[None] | None = None
         self._connection: Any = None
+        self._stopping = asyncio.Event()
         #: Set after each completed poll (tests wait on it).
         self.polled = asyncio.Event()
 
@@ -123,10 +124,13 @@ class QueueDepthPoller:
             self._task = asyncio.create_task(self._loop(), name=f"{self.service}.queue-poller")
 
     async def stop(self) -> None:
+        # A flag as well as the cancel: aiormq can turn a cancellation that lands inside
+        # a passive declare into an ordinary exception, which the loop would survive.
+        self._stopping.set()
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(self._task, timeout=5.0)
             self._task = None
         await self._close()
 
@@ -149,7 +153,7 @@ class QueueDepthPoller:
         return found
 
     async def _loop(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             try:
                 await self.poll_once()
                 QUEUE_POLLS.labels(self.service, "ok").inc()
@@ -160,7 +164,8 @@ class QueueDepthPoller:
                 log.warning("metrics.queue_poll_failed", service=self.service, error=str(exc))
                 await self._close()
             self.polled.set()
-            await asyncio.sleep(self.interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=self.interval)
 
     async def _close(self) -> None:
         connection, self._connection = self._connection, None
