@@ -83,14 +83,17 @@ class _Strict(BaseModel):
 
 
 class RenderParams(_Strict):
-    """Sampling parameters of one shot. Limits are the ingest contract."""
+    """Sampling parameters of one shot. Limits are the ingest contract.
 
-    seed: int | None = Field(default=None, ge=0, le=2**53)
-    steps: int = Field(default=20, ge=1, le=150)
-    cfg: float = Field(default=7.0, ge=0.0, le=30.0)
-    width: int = Field(default=512, ge=64, le=4096, multiple_of=8)
-    height: int = Field(default=512, ge=64, le=4096, multiple_of=8)
-    batch_size: int = Field(default=1, ge=1, le=8)
+    Numbers are strict: ``true`` or ``"20"`` is a type error, not a quiet conversion.
+    """
+
+    seed: int | None = Field(default=None, ge=0, le=2**53, strict=True)
+    steps: int = Field(default=20, ge=1, le=150, strict=True)
+    cfg: float = Field(default=7.0, ge=0.0, le=30.0, strict=True)
+    width: int = Field(default=512, ge=64, le=4096, multiple_of=8, strict=True)
+    height: int = Field(default=512, ge=64, le=4096, multiple_of=8, strict=True)
+    batch_size: int = Field(default=1, ge=1, le=8, strict=True)
     sampler: str = Field(default="euler", min_length=1, max_length=64)
     scheduler: str = Field(default="normal", min_length=1, max_length=64)
     checkpoint: str | None = Field(default=None, min_length=1, max_length=255)
@@ -101,7 +104,7 @@ class CharacterRef(_Strict):
 
     name: str | None = Field(default=None, min_length=1, max_length=120)
     id: uuid.UUID | None = None
-    version: int | None = Field(default=None, ge=1)
+    version: int | None = Field(default=None, ge=1, strict=True)
 
     @model_validator(mode="after")
     def _name_or_id(self) -> CharacterRef:
@@ -267,7 +270,7 @@ class ShotRequest(BaseModel):
     negative_prompt: str = Field(default="", max_length=4000)
     template: str = Field(default="txt2img", min_length=1, max_length=120)
     params: RenderParams = Field(default_factory=RenderParams)
-    priority: int = Field(default=5, ge=0, le=9)
+    priority: int = Field(default=5, ge=0, le=9, strict=True)
 
 
 #: The fields of ShotRequest that identify a request's content (for idempotency).

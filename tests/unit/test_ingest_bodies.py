@@ -130,7 +130,7 @@ def test_validate_request_gives_the_request_when_only_database_checks_remain() -
 def test_validate_request_reports_shape_problems_and_withholds_unsafe_requests() -> None:
     request, problems = validate_request(_shot(priority="high", colour=1), via="http")
     assert request is None
-    assert _fields(problems) == {("priority", "int_parsing"), ("colour", "extra_forbidden")}
+    assert _fields(problems) == {("priority", "int_type"), ("colour", "extra_forbidden")}
     request, problems = validate_request(_shot(prompt="\x00"), via="amqp")
     assert request is None and _fields(problems) == {("prompt", "invalid_characters")}
     request, problems = validate_request(_shot(colour=1), via="http")
@@ -168,3 +168,21 @@ def test_a_body_with_unknown_fields_hashes_them_so_the_corrected_body_is_a_new_r
     typo = _shot(priorty=3)
     fixed, _ = validate_request(_shot(), via="http")
     assert canonical_hash(typo) != canonical_hash(_shot(), fixed)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("priority", True), ("priority", "5"), ("priority", 5.0)],
+)
+def test_numbers_are_not_quietly_converted(field: str, value: object) -> None:
+    request, problems = validate_request(_shot(**{field: value}), via="http")
+    assert request is None
+    assert (field, "int_type") in _fields(problems)
+
+
+def test_render_parameters_are_strict_too_but_floats_take_integers() -> None:
+    request, problems = validate_request(_shot(params={"steps": "20", "cfg": 7}), via="http")
+    assert request is None
+    assert _fields(problems) == {("params.steps", "int_type")}
+    request, problems = validate_request(_shot(params={"steps": 20, "cfg": 7}), via="http")
+    assert request is not None and request.params.cfg == 7.0
