@@ -114,7 +114,7 @@ REJECTIONS: dict[str, tuple[dict[str, Any], str, str]] = {
     "oversize prompt": ({"prompt": "x" * 4001}, "prompt", "string_too_long"),
     "unsafe project path": ({"project": "../../etc"}, "project", "string_pattern_mismatch"),
     "unsafe episode path": ({"episode": "ep/../01"}, "episode", "string_pattern_mismatch"),
-    "priority of the wrong type": ({"priority": "high"}, "priority", "int_parsing"),
+    "priority of the wrong type": ({"priority": "high"}, "priority", "int_type"),
     "characters of the wrong type": ({"characters": "Kai"}, "characters", "list_type"),
     "no characters": ({"characters": []}, "characters", "too_short"),
     "name and id together": (
