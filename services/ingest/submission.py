@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -270,7 +270,7 @@ class SubmissionDesk:
                 return await self._after_race(
                     raw, request_id, request_hash, job_id, via, correlation_id
                 )
-        await self.bus.publish(event)
+        await self._publish_verdict(job_id, event)
         log.info(
             "ingest.verdict",
             job_id=str(job_id),
@@ -369,6 +369,18 @@ class SubmissionDesk:
             problems=problems,
         )
 
+    async def _publish_verdict(self, job_id: uuid.UUID, event: JobAccepted | JobRejected) -> None:
+        """Publish (confirmed), then note it, so a repeat of the request does not re-publish.
+
+        A repeat must not re-publish a delivered job.accepted: every copy would reach the
+        renderers, which would have to tell them apart from a new attempt.
+        """
+        await self.bus.publish(event)
+        async with self.sessions() as session, session.begin():
+            await session.execute(
+                update(Job).where(Job.id == job_id).values(verdict_published_at=func.now())
+            )
+
     async def _replay(self, job: Job) -> Verdict:
         """The same request again: answer with the recorded verdict and re-publish it."""
         problems = [Problem.model_validate(p) for p in (job.problems or [])]
@@ -392,9 +404,10 @@ class SubmissionDesk:
                 spec=None,
                 problems=problems,
             )
-        # Publishing again heals a crash between commit and publish; the event id is the
-        # same as the first time, so downstream consumers drop the repeat.
-        await self.bus.publish(event)
+        if job.verdict_published_at is None:
+            # Ingest stopped between recording the verdict and the broker's confirm:
+            # publish it now (same event id, so a copy that did get out is dropped).
+            await self._publish_verdict(job.id, event)
         log.info("ingest.duplicate_request", job_id=str(job.id), verdict=job.verdict)
         return Verdict(status="existing", job_id=job.id, problems=problems, event=event)
 

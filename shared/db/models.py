@@ -167,7 +167,7 @@ class ApiKey(Base):
 
 
 class Job(Base):
-    """One request, as ingest received and judged it. Immutable once written.
+    """One request, as ingest received and judged it; immutable but for ``verdict_published_at``.
 
     The primary key is the same UUID every event of the job carries.
     """
@@ -213,6 +213,12 @@ class Job(Base):
     )
     submitted_via: Mapped[str] = mapped_column(String(8))
     created_at: Mapped[datetime] = _created_at()
+    #: When the broker confirmed the verdict event; NULL if ingest stopped before that.
+    #: The one column written after insert: a repeat of the request re-publishes the
+    #: verdict only while this is NULL.
+    verdict_published_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
 
 
 class JobState(Base):
@@ -239,14 +245,18 @@ class JobEvent(Base):
     """The ledger: every event of every job, with a gap-free per-job sequence number."""
 
     __tablename__ = "job_events"
-    __table_args__ = (UniqueConstraint("job_id", "seq"),)
+    __table_args__ = (
+        UniqueConstraint("job_id", "seq"),
+        # Project streams follow the ledger of one project in id order.
+        Index("ix_job_events_project_id", "project_slug", "id"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
     seq: Mapped[int] = mapped_column(Integer)
     event_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), unique=True)
     event_type: Mapped[str] = mapped_column(String(32))
-    project_slug: Mapped[str] = mapped_column(String(64), index=True)
+    project_slug: Mapped[str] = mapped_column(String(64))
     occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     recorded_at: Mapped[datetime] = _created_at()
     #: The job's state after this event.

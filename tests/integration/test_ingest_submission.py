@@ -6,6 +6,7 @@ listing the same problems. Either way the verdict is a row in ``jobs``.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import uuid
@@ -16,8 +17,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytest
+from sqlalchemy import update
 
 from services.ingest.seed import HIROSHI, KAI_VERSIONS, SAKURA
+from shared.db.models import Job
 from shared.settings import Settings
 from tests.support.ingest_capture import Captured, capture
 from tests.support.ingest_http import (
@@ -216,34 +219,57 @@ async def test_the_same_request_twice_over_http_is_200_with_the_existing_job(
     assert len(await records.jobs_by_request(body["request_id"])) == 1
 
 
-async def test_the_same_request_twice_over_amqp_makes_no_second_job(
+async def test_the_same_request_twice_over_amqp_makes_no_second_job_and_no_second_event(
     pipeline_settings: Settings, seeded: Path, records: Records
+) -> None:
+    body = kai_shot()
+    marker = kai_shot()
+    async with desk(pipeline_settings, records) as d:
+        first = await publish_shot(pipeline_settings, body)
+        await d.events.wait_for(
+            lambda m: bool(_accepted_for(d, body["request_id"])), what="the first verdict"
+        )
+        second = await publish_shot(pipeline_settings, body)
+        # A later, different request: once its verdict is out, the repeat was handled too.
+        await publish_shot(pipeline_settings, marker)
+        await d.events.wait_for(
+            lambda m: bool(_accepted_for(d, marker["request_id"])), what="the marker's verdict"
+        )
+        await asyncio.sleep(0.5)
+        # The repeat is answered from the record; the delivered verdict is not sent again.
+        assert len(_accepted_for(d, body["request_id"])) == 1
+    jobs = await records.jobs_by_request(body["request_id"])
+    assert [j.id for j in jobs] == [first.job_id]
+    assert second.job_id != first.job_id
+
+
+async def test_a_verdict_the_broker_never_confirmed_is_published_when_the_request_repeats(
+    pipeline_settings: Settings, seeded: Path, records: Records, database_url: str
 ) -> None:
     body = kai_shot()
     async with desk(pipeline_settings, records) as d:
         first = await publish_shot(pipeline_settings, body)
-        second = await publish_shot(pipeline_settings, body)
-        # The repeat is answered by publishing the recorded verdict again, same event id.
         await d.events.wait_for(
-            lambda m: (
-                len(
-                    [
-                        e
-                        for e in d.events.of_type("job.accepted")
-                        if e["spec"]["request_id"] == body["request_id"]
-                    ]
-                )
-                == 2
-            ),
-            what="the verdict published twice",
+            lambda m: bool(_accepted_for(d, body["request_id"])), what="the first verdict"
         )
-    accepted = [
-        e for e in d.events.of_type("job.accepted") if e["spec"]["request_id"] == body["request_id"]
-    ]
-    assert {e["event_id"] for e in accepted} == {accepted[0]["event_id"]}
-    jobs = await records.jobs_by_request(body["request_id"])
-    assert [j.id for j in jobs] == [first.job_id]
-    assert second.job_id != first.job_id
+        # Given ingest had stopped between recording the verdict and the broker's confirm
+        async with records.sessions() as session, session.begin():
+            await session.execute(
+                update(Job).where(Job.id == first.job_id).values(verdict_published_at=None)
+            )
+        # When the request repeats, the verdict goes out again, under the same event id
+        await publish_shot(pipeline_settings, body)
+        await d.events.wait_for(
+            lambda m: len(_accepted_for(d, body["request_id"])) == 2, what="the healed verdict"
+        )
+        accepted = _accepted_for(d, body["request_id"])
+        assert {e["event_id"] for e in accepted} == {accepted[0]["event_id"]}
+    job = await records.job(first.job_id)
+    assert job is not None and job.verdict_published_at is not None
+
+
+def _accepted_for(d: Any, request_id: str) -> list[dict[str, Any]]:
+    return [e for e in d.events.of_type("job.accepted") if e["spec"]["request_id"] == request_id]
 
 
 async def test_the_same_request_through_both_doors_is_one_job(
