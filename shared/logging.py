@@ -34,7 +34,11 @@ def configure_logging(service: str, level: str = "INFO") -> None:
         processors=[
             _add_service(service),
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            structlog.processors.dict_tracebacks,
+            # Structured tracebacks without each frame's locals: those are large and can
+            # hold secrets (SQL parameters, keys).
+            structlog.processors.ExceptionRenderer(
+                structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+            ),
             structlog.processors.JSONRenderer(),
         ],
     )

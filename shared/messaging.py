@@ -145,6 +145,17 @@ async def wait_for_broker(broker: RabbitBroker, *, timeout: float, service: str)
     await wait_until_ready(broker.connect, what="broker", service=service, timeout=timeout)
 
 
+async def undecoded(msg: StreamMessage[Any]) -> Any:
+    """A FastStream decoder that leaves the body as bytes; handlers parse it themselves.
+
+    FastStream's own decoding runs before the handler and raises on some bodies
+    (``application/json`` that is not JSON, integers over 4300 digits, deep nesting),
+    leaving the message unacknowledged for ever. Every subscriber of ours takes the raw
+    message and judges the body itself, parking what cannot be parsed.
+    """
+    return msg.body
+
+
 def parse_json_body(body: bytes, *, max_bytes: int) -> tuple[Any, str | None]:
     """Decode a message body as strict JSON: returns ``(value, None)`` or ``(None, reason)``.
 

@@ -298,6 +298,10 @@ def _summarize(exc: ValidationError) -> str:
     return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
 
 
+#: A template file larger than this is refused (real API workflows are a few KB).
+MAX_TEMPLATE_BYTES = 2 * 1024 * 1024
+
+
 class TemplateRegistry:
     """All valid templates of a folder, by name.
 
@@ -330,6 +334,16 @@ class TemplateRegistry:
         problems: list[TemplateProblem] = []
         for path in sorted(folder.glob("*.json")):
             try:
+                # A FIFO or a device named *.json would block or never end: regular,
+                # reasonably small files only.
+                if not path.is_file():
+                    problems.append(TemplateProblem(path, "not a regular file"))
+                    continue
+                if path.stat().st_size > MAX_TEMPLATE_BYTES:
+                    problems.append(
+                        TemplateProblem(path, f"larger than {MAX_TEMPLATE_BYTES} bytes")
+                    )
+                    continue
                 template = WorkflowTemplate.model_validate_json(path.read_bytes())
             except OSError as exc:
                 problems.append(TemplateProblem(path, f"cannot read: {exc.strerror or exc}"))

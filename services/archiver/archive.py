@@ -31,7 +31,7 @@ from services.archiver.fetch import ArchiveError, fetch_view
 from services.archiver.layout import UnsafePath, image_key, job_folder
 from services.archiver.pngmeta import NotAnImage, stamp_png
 from services.archiver.record import asset_row, job_record, sidecar
-from shared.db.models import Asset
+from shared.db.models import Asset, Job
 from shared.db.session import SessionFactory
 from shared.events import ArchivedAsset, JobArchived, JobRendered, Producer, derived_id
 from shared.logging import get_logger
@@ -85,6 +85,15 @@ class Archivist:
             assets = await _assets_of(session, event)
             new = 0
             if not assets:
+                accepted = await session.scalar(
+                    select(Job.id).where(Job.id == event.job_id, Job.verdict == "accepted")
+                )
+                if accepted is None:
+                    # Checked before any file is written: a forged or foreign event must
+                    # leave nothing behind in the asset root.
+                    raise ArchiveError(
+                        f"no job {event.job_id} was accepted by ingest", transient=False
+                    )
                 batch = await self._write_files(event, backend)
                 await session.execute(
                     insert(Asset)

@@ -11,7 +11,7 @@ from services.archiver.archive import ArchiveError, Archivist
 from services.archiver.ledger import UnknownJob, record_event
 from shared.events import JobFailed, JobRendered, Producer, derived_id, parse_event
 from shared.logging import get_logger
-from shared.messaging import park_message, requeue_after_pause
+from shared.messaging import park_message, requeue_after_pause, undecoded
 from shared.runtime import ServiceRuntime
 from shared.topology import WorkQueueSpec
 
@@ -49,6 +49,7 @@ def build_router(
         runtime.topology.work_queue(ledger_spec),
         runtime.topology.exchange,
         channel=Channel(prefetch_count=ledger_prefetch),
+        decoder=undecoded,
         ack_policy=AckPolicy.MANUAL,
     )
     async def on_any_job_event(msg: RabbitMessage) -> None:
@@ -80,6 +81,7 @@ def build_router(
         runtime.topology.work_queue(rendered_spec),
         runtime.topology.exchange,
         channel=Channel(prefetch_count=archive_prefetch),
+        decoder=undecoded,
         ack_policy=AckPolicy.MANUAL,
     )
     async def on_job_rendered(msg: RabbitMessage) -> None:

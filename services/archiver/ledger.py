@@ -62,27 +62,22 @@ async def record_event(session: AsyncSession, event: Event) -> Recorded:
 
     Call inside a transaction; the caller commits.
     """
-    previous = (
-        await session.scalars(select(JobEvent).where(JobEvent.event_id == event.event_id))
-    ).first()
-    if previous is not None:
-        return Recorded(entry=_entry(previous), duplicate=True)
-
-    # (The event's project is kept as is: a rejected request's job row holds the raw,
-    # possibly invalid, project while its event carries a fallback slug.)
-    if not await _job_exists(session, event.job_id):
-        raise UnknownJob(f"no job {event.job_id} was ever submitted")
-    await session.execute(
-        insert(JobState)
-        .values(job_id=event.job_id, state=JobStatus.SUBMITTED.value, last_seq=0)
-        .on_conflict_do_nothing(index_elements=[JobState.job_id])
-    )
-    state = (
-        await session.scalars(
-            select(JobState).where(JobState.job_id == event.job_id).with_for_update()
+    # The common case is a job that already has a state row: lock it at once (one round
+    # trip). Only a job's first event checks the job and creates the row.
+    state = await _locked_state(session, event.job_id)
+    if state is None:
+        # (The event's project is kept as is: a rejected request's job row holds the raw,
+        # possibly invalid, project while its event carries a fallback slug.)
+        if not await _job_exists(session, event.job_id):
+            raise UnknownJob(f"no job {event.job_id} was ever submitted")
+        await session.execute(
+            insert(JobState)
+            .values(job_id=event.job_id, state=JobStatus.SUBMITTED.value, last_seq=0)
+            .on_conflict_do_nothing(index_elements=[JobState.job_id])
         )
-    ).one()
-    # Re-check under the lock: a concurrent delivery of the same event may have won.
+        state = await _locked_state(session, event.job_id)
+        assert state is not None
+    # Under the job's lock: a concurrent delivery of the same event may have won.
     previous = (
         await session.scalars(select(JobEvent).where(JobEvent.event_id == event.event_id))
     ).first()
@@ -115,6 +110,11 @@ async def record_event(session: AsyncSession, event: Event) -> Recorded:
     session.add(row)
     await session.flush()
     return Recorded(entry=_entry(row), duplicate=False)
+
+
+async def _locked_state(session: AsyncSession, job_id: uuid.UUID) -> JobState | None:
+    query = select(JobState).where(JobState.job_id == job_id).with_for_update()
+    return (await session.scalars(query)).first()
 
 
 async def _job_exists(session: AsyncSession, job_id: uuid.UUID) -> bool:

@@ -6,7 +6,6 @@ import uuid
 from typing import Any
 
 from faststream import AckPolicy
-from faststream.message import StreamMessage
 from faststream.rabbit import Channel, RabbitMessage, RabbitRouter
 
 from services.ingest import MAX_BODY_BYTES, SERVICE
@@ -14,7 +13,7 @@ from services.ingest.bodies import Undecodable, decode_json
 from services.ingest.hygiene import header_token
 from services.ingest.submission import SubmissionDesk
 from shared.logging import get_logger
-from shared.messaging import park_message, requeue_after_pause
+from shared.messaging import park_message, requeue_after_pause, undecoded
 from shared.runtime import ServiceRuntime
 
 log = get_logger(__name__)
@@ -27,16 +26,6 @@ def _job_id_hint(value: Any) -> uuid.UUID | None:
         except ValueError:
             return None
     return None
-
-
-async def undecoded(msg: StreamMessage[Any]) -> Any:
-    """Keep the body as bytes: ingest decodes it itself (:mod:`services.ingest.bodies`).
-
-    FastStream's own decoding runs before the handler and would raise on some bodies
-    (``application/json`` that is not JSON, integers over 4300 digits, deep nesting),
-    leaving the message unacknowledged; ingest must judge every body itself.
-    """
-    return msg.body
 
 
 def build_router(

@@ -10,6 +10,7 @@ from services.notifier import SERVICE
 from services.notifier.hub import Hub
 from shared.events import LedgerEntry
 from shared.logging import get_logger
+from shared.messaging import undecoded
 from shared.runtime import ServiceRuntime
 from shared.topology import LEDGER_PREFIX
 
@@ -26,6 +27,7 @@ def build_router(runtime: ServiceRuntime, hub: Hub, *, prefetch: int = 512) -> R
         queue,
         runtime.topology.exchange,
         channel=Channel(prefetch_count=prefetch),
+        decoder=undecoded,
         ack_policy=AckPolicy.ACK,
     )
     async def on_ledger_entry(msg: RabbitMessage) -> None:

@@ -60,7 +60,7 @@ class ClientFrame(BaseModel):
     job_id: uuid.UUID | None = None
     project: str | None = Field(default=None, pattern=SLUG_PATTERN, max_length=64)
     events: str | None = Field(default=None, pattern=EVENTS_PATTERN, max_length=100)
-    since: int | None = Field(default=None, ge=0)
+    since: int | None = Field(default=None, ge=0, le=2**63 - 1)
 
     @model_validator(mode="after")
     def _coherent(self) -> ClientFrame:

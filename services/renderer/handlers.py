@@ -32,7 +32,7 @@ from sqlalchemy import select
 from services.renderer import SERVICE
 from services.renderer.cancellation import CancelRegistry
 from services.renderer.rendering import Failed, Interrupted, Rendered, RenderService
-from shared.db.models import JobEvent, JobState
+from shared.db.models import Job, JobEvent, JobState
 from shared.events import (
     EventType,
     JobAccepted,
@@ -45,7 +45,7 @@ from shared.events import (
     derived_id,
 )
 from shared.logging import get_logger
-from shared.messaging import park_message, requeue_after_pause
+from shared.messaging import park_message, requeue_after_pause, undecoded
 from shared.metrics import RETRIES
 from shared.runtime import ServiceRuntime
 from shared.topology import PRIORITY_BANDS, WorkQueueSpec, priority_band
@@ -108,21 +108,26 @@ def build_router(
             service=SERVICE,
         )
 
-    async def ledger_view(accepted: JobAccepted) -> tuple[str | None, bool]:
-        """(the job's state, whether a cancel was requested) as far as the ledger knows."""
+    async def ledger_view(accepted: JobAccepted) -> tuple[bool, str | None, bool]:
+        """(ingest accepted this job, its state, a cancel was requested): one query."""
+        cancel = (
+            select(JobEvent.id)
+            .where(
+                JobEvent.job_id == Job.id,
+                JobEvent.event_type == EventType.CANCEL_REQUESTED.value,
+            )
+            .exists()
+        )
+        query = (
+            select(Job.verdict, JobState.state, cancel)
+            .outerjoin(JobState, JobState.job_id == Job.id)
+            .where(Job.id == accepted.job_id)
+        )
         async with runtime.sessions() as session:
-            state = await session.scalar(
-                select(JobState.state).where(JobState.job_id == accepted.job_id)
-            )
-            cancel = await session.scalar(
-                select(JobEvent.id)
-                .where(
-                    JobEvent.job_id == accepted.job_id,
-                    JobEvent.event_type == EventType.CANCEL_REQUESTED.value,
-                )
-                .limit(1)
-            )
-        return state, cancel is not None
+            row = (await session.execute(query)).first()
+        if row is None:
+            return False, None, False
+        return row[0] == "accepted", row[1], bool(row[2])
 
     async def publish_cancelled(accepted: JobAccepted, stage: str) -> None:
         await runtime.bus.publish(
@@ -193,6 +198,7 @@ def build_router(
         runtime.topology.work_queue(intake),
         runtime.topology.exchange,
         channel=Channel(prefetch_count=64),
+        decoder=undecoded,
         ack_policy=AckPolicy.MANUAL,
     )
     async def on_job_accepted(msg: RabbitMessage) -> None:
@@ -229,8 +235,15 @@ def build_router(
             return
         headers = dict(msg.headers or {})
         attempt, base = attempt_of(headers)
+        key = (accepted.job_id, attempt)
+        mine = False
         try:
-            state, cancel_requested = await ledger_view(accepted)
+            known, state, cancel_requested = await ledger_view(accepted)
+            if not known:
+                # Only ingest accepts jobs: anything else is forged or foreign.
+                await park(msg, intake, "no job accepted by ingest has this id")
+                await msg.ack()
+                return
             # A redriven job is "failed" in the ledger until job.redriven is recorded.
             if state in FINAL_STATES and not (state == "failed" and base > 0):
                 # A duplicate of a job that already ended (ingest replays after a crash).
@@ -241,11 +254,14 @@ def build_router(
                 await publish_cancelled(accepted, "pending")
                 await msg.ack()
                 return
-            if (accepted.job_id, attempt) in in_progress:
+            if key in in_progress:
+                # The render in flight publishes the outcome; if it dies the broker
+                # redelivers *its* message (the cleanup below runs on cancellation too).
                 log.info("renderer.duplicate_delivery", attempt=attempt)
                 await msg.ack()
                 return
-            in_progress.add((accepted.job_id, attempt))
+            in_progress.add(key)
+            mine = True
             avoid = [b for b in str(headers.get(AVOID_HEADER, "")).split(",") if b]
             # Only a redelivered message can have a prompt on a backend already: a new
             # attempt has a new prompt id. Asking every backend costs two calls each.
@@ -298,18 +314,21 @@ def build_router(
                     details=outcome.details,
                 )
                 await fail(accepted, msg, attempt, outcome)
+            await msg.ack()
         except Exception as exc:
             log.exception("renderer.crashed")
-            in_progress.discard((accepted.job_id, attempt))
             await requeue_after_pause(msg, error=exc)
-            return
-        in_progress.discard((accepted.job_id, attempt))
-        await msg.ack()
+        finally:
+            # Also on cancellation (a broker connection lost mid-render): otherwise the
+            # redelivered job would be taken for a duplicate and dropped.
+            if mine:
+                in_progress.discard(key)
 
     for band, spec in bands.items():
         router.subscriber(
             runtime.topology.work_queue(spec),
             channel=Channel(prefetch_count=prefetch),
+            decoder=undecoded,
             ack_policy=AckPolicy.MANUAL,
             title=f"renderer: {spec.name}",
             description=f"Render jobs of the {band} priority band.",
@@ -319,6 +338,7 @@ def build_router(
         runtime.topology.fanout_queue(SERVICE, f"{EventType.CANCEL_REQUESTED.value}.#"),
         runtime.topology.exchange,
         channel=Channel(prefetch_count=64),
+        decoder=undecoded,
         ack_policy=AckPolicy.ACK,
     )
     async def on_cancel_requested(msg: RabbitMessage) -> None:

@@ -21,6 +21,8 @@ import aiohttp
 SERVICES = ("ingest", "renderer", "archiver", "notifier")
 
 LineSink = Callable[[str, str], None]
+#: Longest output line read in one piece (a JSON traceback can be tens of KB).
+PUMP_LIMIT = 1024 * 1024
 
 
 @dataclasses.dataclass
@@ -83,6 +85,7 @@ class Supervisor:
             cwd=cwd,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
+            limit=PUMP_LIMIT,
             start_new_session=True,  # our Ctrl-C goes to us; we stop children in order
         )
         managed.pump = asyncio.create_task(self._pump(managed))
@@ -160,7 +163,16 @@ class Supervisor:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             log_file = (self.log_dir / f"{managed.name}.log").open("a", encoding="utf-8")
         try:
-            async for raw in managed.process.stdout:
+            while True:
+                try:
+                    raw = await managed.process.stdout.readline()
+                except ValueError:
+                    # A line longer than the reader's limit: take what is buffered as
+                    # one (truncated) line rather than let the pump die and the child
+                    # block on a full pipe.
+                    raw = await managed.process.stdout.read(PUMP_LIMIT)
+                if not raw:
+                    break
                 line = raw.decode("utf-8", "replace").rstrip("\n")
                 if log_file is not None:
                     log_file.write(line + "\n")
