@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export TEST_AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672/
 export TEST_DATABASE_URL ?= postgresql+asyncpg://postgres@127.0.0.1:5432/postgres
 
-.PHONY: setup services demo test lint docs clean
+.PHONY: setup services demo test bench lint docs clean
 
 $(BIN)/anime: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,9 @@ demo: setup services ## Render one shot of Kai Nakamura through all four service
 
 test: setup services ## Unit, integration and end-to-end tests on real RabbitMQ/PostgreSQL.
 	$(BIN)/pytest
+
+bench: setup services ## Throughput, latency, overhead, utilization, burst, footprint (docs/performance.md); BENCH_ARGS=--quick
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 lint: setup
 	$(BIN)/ruff check .
