@@ -27,7 +27,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.archiver import locks
-from services.archiver.fetch import ArchiveError, fetch_view
+from services.archiver.fetch import ArchiveError, ForeignJob, fetch_view
 from services.archiver.layout import UnsafePath, image_key, job_folder
 from services.archiver.pngmeta import NotAnImage, stamp_png
 from services.archiver.record import asset_row, job_record, sidecar
@@ -91,9 +91,7 @@ class Archivist:
                 if accepted is None:
                     # Checked before any file is written: a forged or foreign event must
                     # leave nothing behind in the asset root.
-                    raise ArchiveError(
-                        f"no job {event.job_id} was accepted by ingest", transient=False
-                    )
+                    raise ForeignJob(f"no job {event.job_id} was accepted by ingest")
                 batch = await self._write_files(event, backend)
                 await session.execute(
                     insert(Asset)

@@ -18,6 +18,13 @@ class ArchiveError(Exception):
         self.transient = transient
 
 
+class ForeignJob(ArchiveError):
+    """A job.rendered for a job ingest never accepted: nothing to fail, only to park."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, transient=False)
+
+
 async def fetch_view(
     http: aiohttp.ClientSession, backend: str, output: OutputImage, *, timeout: float
 ) -> bytes:

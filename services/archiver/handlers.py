@@ -8,6 +8,7 @@ from pydantic import ValidationError
 
 from services.archiver import SERVICE
 from services.archiver.archive import ArchiveError, Archivist
+from services.archiver.fetch import ForeignJob
 from services.archiver.ledger import UnknownJob, record_event
 from shared.events import JobFailed, JobRendered, Producer, derived_id, parse_event
 from shared.logging import get_logger
@@ -94,6 +95,8 @@ def build_router(
             return
         try:
             await archivist.archive(event)
+        except ForeignJob as exc:
+            await park(msg, rendered_spec, f"unknown job: {exc}")
         except ArchiveError as exc:
             if exc.transient:
                 await requeue_after_pause(msg, error=exc)

@@ -48,6 +48,7 @@ from shared.logging import get_logger
 log = get_logger(__name__)
 
 MAX_CLIENT_FRAME = 4096
+MAX_JOB_SEQ = 2**31 - 1
 MAX_SUBSCRIPTIONS = 100
 EVENTS_PATTERN = r"^[a-z_#*]+(\.[a-z0-9_#*-]+)*$"
 
@@ -74,6 +75,9 @@ class ClientFrame(BaseModel):
             raise ValueError("subscribe to a job_id or a project, not both")
         if self.since is not None and self.job_id is None and self.project is None:
             raise ValueError("since resumes a job or project subscription")
+        if self.since is not None and self.job_id is not None and self.since > MAX_JOB_SEQ:
+            # A job's seq is a PostgreSQL integer; nothing beyond it can ever be missed.
+            raise ValueError(f"since is a job sequence number, at most {MAX_JOB_SEQ}")
         return self
 
 

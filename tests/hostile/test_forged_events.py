@@ -98,13 +98,6 @@ async def test_a_forged_job_accepted_is_parked_and_never_rendered(
         assert parked and parked[0].get("x-park-reason"), "not parked with a reason"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: Archivist.archive (services/archiver/archive.py) writes the files of a "
-    "job.rendered before checking that the job exists; the assets insert then fails on "
-    "the foreign key, the message is requeued with growing pauses until the delivery "
-    "limit, and the files are never taken back",
-)
 async def test_a_forged_job_rendered_writes_nothing(
     pipeline_settings: Settings, seeded: Path, records: Records, tmp_path: Path
 ) -> None:

@@ -83,14 +83,6 @@ async def test_hostile_websocket_frames_are_answered_with_errors(hostile: Hostil
     await hostile.aftermath()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: ClientFrame.since (services/notifier/websocket.py) has no upper bound; "
-    "a resume point past the column's range (seq is int4, ledger ids int8) is answered "
-    "'subscribed', then the replay query fails in asyncpg ('value out of int64/int32 "
-    "range'), an ERROR with a traceback is logged and the socket's next subscription is "
-    "refused with 'the ledger is unavailable'",
-)
 async def test_resume_points_beyond_the_ledger_range_are_refused(hostile: HostileEnv) -> None:
     url = f"{hostile.notifier}/v1/ws"
     job = "00000000-0000-4000-8000-000000000001"
