@@ -1,12 +1,9 @@
 """Well-formed events for a job ingest never recorded (forged, or from another system).
 
-They are valid by schema, so only a check against the ``jobs`` table can refuse them.
-Today the renderer renders such a job and the archiver writes its files into the asset
-root before the database refuses the asset rows (foreign key), then retries the
-message with growing pauses until the delivery limit parks it; the files stay behind.
-Specifications of bugs not fixed yet are marked xfail (strict).
+They are valid by schema, so only a check against the ``jobs`` table can refuse them:
+the renderer parks a forged job.accepted without rendering it, and the archiver parks a
+forged job.rendered before writing anything into the asset root.
 """
-
 from __future__ import annotations
 
 import asyncio
