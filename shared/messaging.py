@@ -180,7 +180,6 @@ def _refuse_constant(name: str) -> Any:
 
 async def park_message(
     broker: RabbitBroker,
-    topology: Topology,
     spec: WorkQueueSpec,
     *,
     body: bytes,
@@ -212,6 +211,28 @@ async def park_message(
     )
     DEAD_LETTERED.labels(service, reason.split(":", 1)[0]).inc()
     log.warning("message.parked", queue=spec.name, reason=reason)
+
+
+async def park_delivery(
+    broker: RabbitBroker,
+    spec: WorkQueueSpec,
+    msg: RabbitMessage,
+    *,
+    reason: str,
+    service: str,
+    correlation_id: str | None = None,
+    extra_headers: dict[str, Any] | None = None,
+) -> None:
+    """:func:`park_message` for a delivery: its body and headers, plus ``extra_headers``."""
+    await park_message(
+        broker,
+        spec,
+        body=msg.body,
+        headers={**dict(msg.headers or {}), **(extra_headers or {})},
+        correlation_id=correlation_id or msg.correlation_id,
+        reason=reason,
+        service=service,
+    )
 
 
 async def requeue_after_pause(msg: RabbitMessage, *, error: BaseException | None = None) -> None:

@@ -12,7 +12,7 @@ from services.archiver.fetch import ForeignJob
 from services.archiver.ledger import UnknownJob, record_event
 from shared.events import JobFailed, JobRendered, Producer, derived_id, parse_event
 from shared.logging import get_logger
-from shared.messaging import park_message, requeue_after_pause, undecoded
+from shared.messaging import park_delivery, requeue_after_pause, undecoded
 from shared.runtime import ServiceRuntime
 from shared.topology import WorkQueueSpec
 
@@ -33,16 +33,7 @@ def build_router(
     ledger_spec, rendered_spec = specs["archiver.ledger"], specs["archiver.rendered"]
 
     async def park(msg: RabbitMessage, spec: WorkQueueSpec, reason: str) -> None:
-        await park_message(
-            runtime.broker,
-            runtime.topology,
-            spec,
-            body=msg.body,
-            headers=dict(msg.headers or {}),
-            correlation_id=msg.correlation_id,
-            reason=reason,
-            service=SERVICE,
-        )
+        await park_delivery(runtime.broker, spec, msg, reason=reason, service=SERVICE)
 
     # MANUAL acks throughout: an event is acked only once its row is committed (and, for
     # job.rendered, its files are on disk and job.archived is confirmed).

@@ -13,7 +13,7 @@ from services.ingest.bodies import Undecodable, decode_json
 from services.ingest.hygiene import header_token
 from services.ingest.submission import SubmissionDesk
 from shared.logging import get_logger
-from shared.messaging import park_message, requeue_after_pause, undecoded
+from shared.messaging import park_delivery, requeue_after_pause, undecoded
 from shared.runtime import ServiceRuntime
 
 log = get_logger(__name__)
@@ -52,15 +52,13 @@ def build_router(
         try:
             body = decode_json(msg.body, max_bytes=MAX_BODY_BYTES)
             if isinstance(body, Undecodable):
-                await park_message(
+                await park_delivery(
                     runtime.broker,
-                    runtime.topology,
                     spec,
-                    body=msg.body,
-                    headers=dict(msg.headers or {}),
-                    correlation_id=correlation_id,
+                    msg,
                     reason=body.reason,
                     service=SERVICE,
+                    correlation_id=correlation_id,
                 )
             else:
                 hint = body.get("job_id") if isinstance(body, dict) else None

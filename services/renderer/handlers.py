@@ -45,7 +45,7 @@ from shared.events import (
     derived_id,
 )
 from shared.logging import get_logger
-from shared.messaging import park_message, requeue_after_pause, undecoded
+from shared.messaging import park_delivery, requeue_after_pause, undecoded
 from shared.metrics import RETRIES
 from shared.runtime import ServiceRuntime
 from shared.topology import PRIORITY_BANDS, WorkQueueSpec, priority_band
@@ -97,15 +97,8 @@ def build_router(
     in_progress: set[tuple[uuid.UUID, int]] = set()
 
     async def park(msg: RabbitMessage, spec: WorkQueueSpec, reason: str, **extra: Any) -> None:
-        await park_message(
-            runtime.broker,
-            runtime.topology,
-            spec,
-            body=msg.body,
-            headers={**dict(msg.headers or {}), **extra},
-            correlation_id=msg.correlation_id,
-            reason=reason,
-            service=SERVICE,
+        await park_delivery(
+            runtime.broker, spec, msg, reason=reason, service=SERVICE, extra_headers=extra
         )
 
     async def ledger_view(accepted: JobAccepted) -> tuple[bool, str | None, bool]:

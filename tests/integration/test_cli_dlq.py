@@ -68,7 +68,6 @@ async def park(settings: Settings, job_id: uuid.UUID, reason: str, attempt: int)
         await broker.connect()
         await park_message(
             broker,
-            topology,
             spec,
             body=accepted_body(job_id),
             headers={
