@@ -919,7 +919,10 @@ def admin_handlers(
             return _problem(400, "send a JSON object")
         return body
 
-    async def dlq_replay(request: web.Request) -> web.StreamResponse:
+    async def read_selection(
+        request: web.Request,
+    ) -> tuple[dict[str, Any], DeadLetterFilter] | web.Response:
+        """The body and which dead letters it names, or the 4xx answer."""
         body = await read_body(request)
         if isinstance(body, web.Response):
             return body
@@ -929,6 +932,13 @@ def admin_handlers(
             return _problem(422, str(exc))
         if which.is_empty():
             return _problem(422, "say which dead letters: ids, job, reason_contains or all")
+        return body, which
+
+    async def dlq_replay(request: web.Request) -> web.StreamResponse:
+        selection = await read_selection(request)
+        if isinstance(selection, web.Response):
+            return selection
+        body, which = selection
 
         async def work() -> web.StreamResponse:
             result = await DeadLetters(settings, await amqp()).replay(body.get("queue"), which)
@@ -937,15 +947,10 @@ def admin_handlers(
         return await guarded(work)
 
     async def dlq_purge(request: web.Request) -> web.StreamResponse:
-        body = await read_body(request)
-        if isinstance(body, web.Response):
-            return body
-        try:
-            which = _filter_from(body)
-        except ValueError as exc:
-            return _problem(422, str(exc))
-        if which.is_empty():
-            return _problem(422, "say which dead letters: ids, job, reason_contains or all")
+        selection = await read_selection(request)
+        if isinstance(selection, web.Response):
+            return selection
+        body, which = selection
 
         async def work() -> web.StreamResponse:
             result = await DeadLetters(settings, await amqp()).purge(body.get("queue"), which)

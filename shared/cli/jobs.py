@@ -15,6 +15,7 @@ from rich.table import Table
 from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.ingest.jobs_query import load_job_document
 from shared.cli.common import (
     EXIT_FAILED,
     CliError,
@@ -25,7 +26,7 @@ from shared.cli.common import (
     run_async,
 )
 from shared.cli.watching import FINAL_STATES, STATE_STYLE
-from shared.db.models import Asset, Job, JobEvent, JobState, Project
+from shared.db.models import Job, JobState, Project
 from shared.db.session import make_engine, make_sessionmaker
 from shared.events import JobCancelRequested, Producer, derived_id, utcnow
 from shared.queues import connect
@@ -90,67 +91,24 @@ async def list_jobs(
 
 
 async def show_job(settings: Settings, job_id: uuid.UUID) -> dict[str, Any] | None:
-    """The same document as ingest's ``GET /v1/jobs/{id}``, plus absolute asset paths."""
+    """Ingest's ``GET /v1/jobs/{id}`` document, plus what an operator wants on a terminal:
+    the correlation id, the backend, when it finished, and absolute asset paths."""
     async with _session(settings) as session:
-        job = await session.get(Job, job_id)
-        if job is None:
+        document = await load_job_document(session, job_id)
+        if document is None:
             return None
+        job = await session.get(Job, job_id)
         job_state = await session.get(JobState, job_id)
-        events = (
-            await session.scalars(
-                select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.seq)
-            )
-        ).all()
-        assets = (
-            await session.scalars(select(Asset).where(Asset.job_id == job_id).order_by(Asset.index))
-        ).all()
+    assert job is not None
     root = Path(settings.asset_root)
-    return {
-        "job_id": str(job.id),
-        "request_id": job.request_id,
-        "correlation_id": job.correlation_id,
-        "project": job.project_slug,
-        "episode": job.episode,
-        "scene": job.scene,
-        "shot": job.shot,
-        "template": job.template,
-        "priority": job.priority,
-        "verdict": job.verdict,
-        "state": job_state.state
-        if job_state
-        else ("rejected" if job.verdict == "rejected" else "submitted"),
-        "progress": job_state.progress if job_state else 0.0,
-        "attempt": job_state.attempt if job_state else 0,
-        "backend": job_state.backend if job_state else None,
-        "reason": job_state.reason if job_state else None,
-        "problems": job.problems or [],
-        "character_versions": job.character_versions,
-        "created_at": job.created_at.isoformat(),
-        "finished_at": job_state.finished_at.isoformat()
-        if job_state and job_state.finished_at
-        else None,
-        "events": [
-            {
-                "seq": e.seq,
-                "event_type": e.event_type,
-                "state": e.state,
-                "occurred_at": e.occurred_at.isoformat(),
-            }
-            for e in events
-        ],
-        "assets": [
-            {
-                "id": str(a.id),
-                "index": a.index,
-                "path": str(root / a.path),
-                "width": a.width,
-                "height": a.height,
-                "bytes": a.bytes,
-                "sha256": a.sha256,
-            }
-            for a in assets
-        ],
-    }
+    shown: dict[str, Any] = document.model_dump(mode="json")
+    shown["correlation_id"] = job.correlation_id
+    shown["backend"] = job_state.backend if job_state else None
+    shown["finished_at"] = (
+        job_state.finished_at.isoformat() if job_state and job_state.finished_at else None
+    )
+    shown["assets"] = [{**a, "path": str(root / a["path"])} for a in shown["assets"]]
+    return shown
 
 
 async def request_cancel(settings: Settings, job_id: uuid.UUID, reason: str) -> dict[str, Any]:
