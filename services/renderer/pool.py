@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import heapq
 import itertools
-import time
 from collections.abc import Callable, Iterable
 
 import aiohttp
@@ -31,7 +30,6 @@ class Backend:
         self.in_flight = 0
         self.healthy = False
         self.last_error: str | None = None
-        self.busy_since: float | None = None
 
     @property
     def free(self) -> int:
@@ -109,10 +107,7 @@ class BackendPool:
                         backend = self._pick(avoided)
                         if backend is not None:
                             heapq.heappop(self._waiters)
-                            backend.in_flight += 1
-                            BACKEND_BUSY.labels(backend.url).set(1)
-                            if backend.busy_since is None:
-                                backend.busy_since = time.monotonic()
+                            self.claim(backend)
                             # The next waiter may fit in another free slot.
                             self._changed.notify_all()
                             return backend
@@ -132,8 +127,10 @@ class BackendPool:
             return None
         return max(candidates, key=lambda b: (b.free, -b.in_flight))
 
-    def waiting(self) -> int:
-        return len(self._waiters)
+    def claim(self, backend: Backend) -> None:
+        """Count one more prompt on ``backend`` (also for re-attaching to one already there)."""
+        backend.in_flight += 1
+        BACKEND_BUSY.labels(backend.url).set(1)
 
     async def release(
         self, backend: Backend, *, failed: bool = False, error: str | None = None
@@ -141,7 +138,6 @@ class BackendPool:
         async with self._changed:
             backend.in_flight -= 1
             if backend.in_flight == 0:
-                backend.busy_since = None
                 BACKEND_BUSY.labels(backend.url).set(0)
             if failed and backend.healthy:
                 backend.healthy = False

@@ -165,7 +165,7 @@ class RenderService:
             log.info(
                 "renderer.reattach", backend=backend.url, prompt_id=prompt_id, state=where.state
             )
-            backend.in_flight += 1
+            self.pool.claim(backend)
             return await self._run(accepted, attempt, backend, prompt_id, submit=False)
         backend = await self.pool.acquire(avoid, priority=accepted.spec.priority)
         if self.cancels.is_requested(accepted.job_id):
