@@ -22,7 +22,8 @@ def build_router(runtime: ServiceRuntime, hub: Hub, *, prefetch: int = 512) -> R
     queue = runtime.topology.fanout_queue(SERVICE, f"{LEDGER_PREFIX}.#")
 
     # ACK: these are live copies of rows already committed to the ledger; a watcher that
-    # misses one (notifier restart) catches up from PostgreSQL.
+    # misses one (notifier restart) catches up from PostgreSQL. They are not trusted:
+    # anyone who may publish to the exchange can send one (see ledger_check.py).
     @router.subscriber(
         queue,
         runtime.topology.exchange,
@@ -31,12 +32,12 @@ def build_router(runtime: ServiceRuntime, hub: Hub, *, prefetch: int = 512) -> R
         ack_policy=AckPolicy.ACK,
     )
     async def on_ledger_entry(msg: RabbitMessage) -> None:
-        """Relay a recorded job event to every watcher that subscribed to it."""
+        """A recorded job event, as a hint: the hub relays what the ledger holds."""
         try:
             entry = LedgerEntry.model_validate_json(msg.body)
         except ValidationError as exc:
             log.warning("notifier.bad_ledger_entry", error=str(exc)[:300])
             return
-        hub.publish(entry)
+        hub.receive(entry)
 
     return router

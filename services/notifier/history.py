@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, func, select, tuple_
 
 from services.notifier.metrics import GAP_FILLS
 from services.notifier.notes import Note
@@ -107,6 +107,21 @@ class LedgerReader:
         async with self.sessions() as session:
             rows = (await session.execute(query)).all()
         return {job: int(seq) for job, seq in rows}
+
+    async def recorded(
+        self, keys: Sequence[tuple[uuid.UUID, int]]
+    ) -> dict[tuple[uuid.UUID, int], tuple[Note, uuid.UUID]]:
+        """The ledger rows at these (job, seq) positions, with their event ids; one query.
+
+        Positions without a row are left out (a live copy naming one was never recorded).
+        """
+        wanted = list(dict.fromkeys(keys))
+        if not wanted:
+            return {}
+        query = select(JobEvent).where(tuple_(JobEvent.job_id, JobEvent.seq).in_(wanted))
+        async with self.sessions() as session:
+            rows = (await session.scalars(query)).all()
+        return {(r.job_id, r.seq): (_note(r), r.event_id) for r in rows}
 
     async def job_last(self, job_id: uuid.UUID) -> Note | None:
         query = select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.seq.desc())

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable, Iterator
 
 from services.notifier.history import LedgerReader
+from services.notifier.ledger_check import LedgerCheck
 from services.notifier.metrics import OVERFLOWS
 from services.notifier.notes import Note
 from services.notifier.streams import JobStream, PatternStream, ProjectStream, Stream
@@ -154,14 +155,45 @@ class Hub:
         self.tailers: dict[str, ProjectTailer] = {}
         #: Highest sequence number relayed per watched job (for resync).
         self.relayed: dict[uuid.UUID, int] = {}
+        #: Live copies are checked against the ledger before anything is relayed.
+        self.check = LedgerCheck(reader, self.publish)
 
     def __len__(self) -> int:
         return len(self.watchers)
 
     # ------------------------------------------------------------------ live entries
 
+    def receive(self, entry: LedgerEntry) -> None:
+        """A live copy from the broker: only a hint that the ledger grew. Never waits.
+
+        Project tailers are poked (they read the ledger themselves). If some job or
+        pattern stream could receive the entry, it goes to :class:`LedgerCheck`, which
+        relays the ledger's row at that position, or drops and counts a copy the ledger
+        does not hold. Nobody watching: nothing to check, nothing to relay.
+        """
+        tailer = self.tailers.get(entry.project)
+        if tailer is not None:
+            tailer.poke()
+        if self._wanted(entry):
+            self.check.submit(entry)
+
+    def _wanted(self, entry: LedgerEntry) -> bool:
+        if entry.job_id in self._by_job:
+            return True
+        if not self._patterns:
+            return False
+        note = Note(entry)
+        return any(
+            not watcher.sealed and watcher.may_see(note.project) and pattern.wants(note)
+            for (watcher, _), pattern in self._patterns.items()
+        )
+
     def publish(self, entry: LedgerEntry | Note) -> None:
-        """Offer a recorded entry to every stream that wants it. Never waits."""
+        """Offer an entry *read from the ledger* to every stream that wants it. Never waits.
+
+        Live copies go through :meth:`receive`; only rows of ``job_events`` come here, so
+        no stream position moves past what the ledger holds.
+        """
         note = entry if isinstance(entry, Note) else Note(entry)
         streams = self._by_job.get(note.job_id)
         if streams:
@@ -248,6 +280,7 @@ class Hub:
 
     async def stop(self) -> None:
         """Shutting down: cut every watcher off (they resume on another replica by id)."""
+        await self.check.stop()
         for tailer in list(self.tailers.values()):
             tailer.stop()
         self.tailers.clear()

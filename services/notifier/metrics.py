@@ -20,3 +20,10 @@ GAP_FILLS = Counter(
 )
 
 GAUGES = {"ws": WS_WATCHERS, "sse": SSE_WATCHERS}
+RELAYS_DROPPED = Counter(
+    "anime_ledger_relays_dropped_total",
+    "Live ledger entries not relayed: not_in_ledger (no such row: forged or foreign), "
+    "disagrees (the row's project, event id, type or state differ), unverified (the "
+    "ledger could not be read; job streams catch up at the next resync), backlog.",
+    ["reason"],
+)
