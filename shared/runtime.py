@@ -8,6 +8,7 @@ FastStream has let in-flight handlers finish.
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -139,21 +140,47 @@ class ServiceRuntime:
     # ------------------------------------------------------------------ health
 
     async def _healthz(self, _: web.Request) -> web.Response:
+        """Liveness: open on purpose. It says only that the process answers (no data, no
+        dependency state), and orchestrators' probes carry no credentials."""
         return web.json_response({"status": "ok", "service": self.name})
 
     async def _readyz(self, _: web.Request) -> web.Response:
+        """Readiness: which dependency is down, never why (exception text names hosts and
+        users); the exception goes to the log."""
         problems: dict[str, str] = {}
         for name, check in self.readiness_checks.items():
             try:
                 problem = await check()
-            except Exception as exc:
-                problem = f"{type(exc).__name__}: {exc}"
+            except Exception:
+                log.warning("service.not_ready", service=self.name, dependency=name, exc_info=True)
+                problem = f"{name} unavailable"
             if problem:
                 problems[name] = problem
         body: dict[str, Any] = {"service": self.name, "ready": not problems, "problems": problems}
         return web.json_response(body, status=503 if problems else 200)
 
-    async def _metrics(self, _: web.Request) -> web.Response:
+    async def _metrics(self, request: web.Request) -> web.Response:
+        """Prometheus text. Open unless ``ANIME_METRICS_TOKEN`` is set (then it needs
+        ``Authorization: Bearer <token>``): meant for a scraper on a private network."""
+        token = self.settings.metrics_token
+        if token:
+            header = request.headers.get("Authorization", "")
+            presented = header[7:].strip() if header.lower().startswith("bearer ") else ""
+            if not hmac.compare_digest(presented.encode(), token.encode()):
+                return web.json_response(
+                    {
+                        "errors": [
+                            {
+                                "field": "authorization",
+                                "code": "unauthorized",
+                                "message": "/metrics needs Authorization: Bearer <metrics token>",
+                                "suggestions": [],
+                            }
+                        ]
+                    },
+                    status=401,
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
         return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _broker_ready(self) -> str | None:

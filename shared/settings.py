@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     backend_unreachable_grace: float = 60.0
     #: Renderer: execution-error exception types to retry (out-of-memory always is).
     transient_exception_types: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    #: ``/metrics`` requires ``Authorization: Bearer <this>`` when set; unset, it is open
+    #: (for a scraper on a private network). See docs/operations.md.
+    metrics_token: str | None = None
 
     @field_validator("database_url")
     @classmethod

@@ -165,6 +165,8 @@ class Dashboard:
         client = self.runtime.client
         urls = list(self.runtime.settings.comfyui_urls)
         renderer: dict[str, Any] = {"ready": None, "problems": {}, "metrics": False}
+        token = self.runtime.settings.metrics_token
+        scrape = {"Authorization": f"Bearer {token}"} if token else {}
         busy: dict[str, float] = {}
         up: dict[str, float] = {}
         render: dict[str, tuple[float, float]] = {}
@@ -195,8 +197,9 @@ class Dashboard:
                     renderer["problems"].update(body.get("problems") or {})
             with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError):
                 async with client.get(
-                    f"{base}/metrics", timeout=aiohttp.ClientTimeout(total=2)
+                    f"{base}/metrics", headers=scrape, timeout=aiohttp.ClientTimeout(total=2)
                 ) as r:
+                    r.raise_for_status()
                     text = await r.text()
                 renderer["metrics"] = True
                 for family in text_string_to_metric_families(text):
