@@ -4,9 +4,11 @@ A key looks like ``ak_<prefix>_<secret>``; only its sha256 is stored (keys are l
 random tokens, so a fast hash is enough). Scopes: ``submit``, ``read``, ``admin``
 (admin implies the others). A key may be limited to some projects.
 
-Clients send ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``; browsers'
-WebSocket and EventSource, which cannot set headers, may use ``?api_key=<key>``.
-Missing or unknown key: 401. Known key without the scope: 403.
+Clients send ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``. Only routes
+marked ``requires(scope, query_key=True)`` (WebSocket upgrades and event streams, which
+browsers' WebSocket and EventSource open without a way to set a header) also take
+``?api_key=<key>``; anywhere else a query key is refused with 401 (a key in a URL ends
+up in logs and histories). Missing or unknown key: 401. Known key without the scope: 403.
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ Scope = Literal["submit", "read", "admin"]
 SCOPES: tuple[Scope, ...] = ("submit", "read", "admin")
 KEY_PREFIX = "ak"
 _REQUIRED_ATTR = "__anime_required_scope__"
+_QUERY_KEY_ATTR = "__anime_query_key__"
+#: The query parameter browsers' WebSocket and EventSource use for the key.
+QUERY_KEY = "api_key"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 F = TypeVar("F", bound=Callable[..., Any])
@@ -155,21 +160,32 @@ class KeyChecker:
         return principal
 
 
-def requires(scope: Scope) -> Callable[[F], F]:
-    """Mark an aiohttp handler as needing ``scope``; unmarked handlers are public."""
+def requires(scope: Scope, *, query_key: bool = False) -> Callable[[F], F]:
+    """Mark an aiohttp handler as needing ``scope``; unmarked handlers are public.
+
+    ``query_key``: the route also takes ``?api_key=`` (only for WebSocket and SSE routes,
+    which a browser opens without a way to send a header).
+    """
 
     def mark(handler: F) -> F:
         setattr(handler, _REQUIRED_ATTR, scope)
+        setattr(handler, _QUERY_KEY_ATTR, query_key)
         return handler
 
     return mark
 
 
-def presented_key(request: web.Request) -> str | None:
+def header_key(request: web.Request) -> str | None:
+    """The key from ``Authorization: Bearer`` or ``X-API-Key``."""
     header = request.headers.get("Authorization", "")
     if header.lower().startswith("bearer "):
         return header[7:].strip()
-    return request.headers.get("X-API-Key") or request.query.get("api_key")
+    return request.headers.get("X-API-Key")
+
+
+def presented_key(request: web.Request, *, query_allowed: bool = False) -> str | None:
+    """The key the caller sent: a header, or ``?api_key=`` where ``query_allowed``."""
+    return header_key(request) or (request.query.get(QUERY_KEY) if query_allowed else None)
 
 
 def auth_middleware(checker: KeyChecker, *, enabled: bool = True) -> Any:
@@ -180,7 +196,15 @@ def auth_middleware(checker: KeyChecker, *, enabled: bool = True) -> Any:
         scope: Scope | None = getattr(handler, _REQUIRED_ATTR, None)
         if scope is None or not enabled:
             return await handler(request)
-        key = presented_key(request)
+        query_allowed = bool(getattr(handler, _QUERY_KEY_ATTR, False))
+        if QUERY_KEY in request.query and not query_allowed:
+            return _error(
+                401,
+                "unauthorized",
+                "?api_key= is accepted only when opening a WebSocket or an event stream; "
+                "send the key as Authorization: Bearer <key>",
+            )
+        key = presented_key(request, query_allowed=query_allowed)
         principal = await checker.principal(key) if key else None
         if principal is None:
             return _error(

@@ -11,14 +11,18 @@ from shared.auth import requires, visible_projects
 Endpoint = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def guarded(handler: Endpoint) -> Endpoint:
-    """``handler`` behind the ``read`` scope (works for bound methods too)."""
+def guarded(handler: Endpoint, *, query_key: bool = False) -> Endpoint:
+    """``handler`` behind the ``read`` scope (works for bound methods too).
+
+    ``query_key``: also take ``?api_key=`` (WebSocket and SSE routes only: browsers open
+    them without a way to set a header).
+    """
 
     async def endpoint(request: web.Request) -> web.StreamResponse:
         return await handler(request)
 
     endpoint.__doc__ = handler.__doc__
-    return requires("read")(endpoint)
+    return requires("read", query_key=query_key)(endpoint)
 
 
 #: The projects the caller's key may see; None for every project (or auth off).

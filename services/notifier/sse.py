@@ -91,13 +91,23 @@ class SseOutlet:
             self.request.transport.abort()
 
 
-def _last_event_id(request: web.Request) -> int | str | None:
+#: Job streams resume from a ``seq`` (a PostgreSQL integer), project streams from a
+#: ledger id (a bigint); anything beyond is refused before it reaches the database.
+MAX_JOB_SEQ = 2**31 - 1
+MAX_CURSOR = 2**63 - 1
+_DIGITS = re.compile(r"[0-9]{1,19}")
+
+
+def _last_event_id(request: web.Request, *, highest: int) -> int | str | None:
     """The resume point: an int, None when absent, or an error message."""
     raw = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
     if raw is None or raw == "":
         return None
-    if not raw.isdigit() or len(raw) > 18:
-        return "Last-Event-ID must be the id of an event of this stream (digits)"
+    if not _DIGITS.fullmatch(raw) or int(raw) > highest:
+        return (
+            "Last-Event-ID must be the id of an event of this stream "
+            f"(a whole number from 0 to {highest})"
+        )
     return int(raw)
 
 
@@ -120,8 +130,10 @@ class SseApi:
         self.options = options or NotifierOptions()
 
     def register(self, app: web.Application) -> None:
-        app.router.add_get("/v1/jobs/{job_id}/events", guarded(self.job_events))
-        app.router.add_get("/v1/projects/{project}/events", guarded(self.project_events))
+        app.router.add_get("/v1/jobs/{job_id}/events", guarded(self.job_events, query_key=True))
+        app.router.add_get(
+            "/v1/projects/{project}/events", guarded(self.project_events, query_key=True)
+        )
 
     async def job_events(self, request: web.Request) -> web.StreamResponse:
         """Every entry of one job (``id:`` = its sequence number), then ``end``."""
@@ -129,7 +141,7 @@ class SseApi:
             job_id = uuid.UUID(request.match_info["job_id"])
         except ValueError:
             return error(400, "job_id", "job id must be a UUID")
-        since = _last_event_id(request)
+        since = _last_event_id(request, highest=MAX_JOB_SEQ)
         if isinstance(since, str):
             return error(400, "Last-Event-ID", since)
 
@@ -146,7 +158,8 @@ class SseApi:
         project = request.match_info["project"]
         if not is_slug(project):
             return error(400, "project", "project must be a slug")
-        since, events = _last_event_id(request), _events_filter(request)
+        since = _last_event_id(request, highest=MAX_CURSOR)
+        events = _events_filter(request)
         if isinstance(since, str):
             return error(400, "Last-Event-ID", since)
         if isinstance(events, str):

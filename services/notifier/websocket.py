@@ -49,6 +49,7 @@ log = get_logger(__name__)
 
 MAX_CLIENT_FRAME = 4096
 MAX_JOB_SEQ = 2**31 - 1
+MAX_CURSOR = 2**63 - 1
 MAX_SUBSCRIPTIONS = 100
 EVENTS_PATTERN = r"^[a-z_#*]+(\.[a-z0-9_#*-]+)*$"
 
@@ -61,7 +62,8 @@ class ClientFrame(BaseModel):
     job_id: uuid.UUID | None = None
     project: str | None = Field(default=None, pattern=SLUG_PATTERN, max_length=64)
     events: str | None = Field(default=None, pattern=EVENTS_PATTERN, max_length=100)
-    since: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    #: Strict: `true` or "12" is an error, not a resume point.
+    since: int | None = Field(default=None, ge=0, le=MAX_CURSOR, strict=True)
 
     @model_validator(mode="after")
     def _coherent(self) -> ClientFrame:
@@ -124,7 +126,7 @@ class WebSocketApi:
         self.options = options or NotifierOptions()
 
     def register(self, app: web.Application) -> None:
-        app.router.add_get("/v1/ws", guarded(self.handle))
+        app.router.add_get("/v1/ws", guarded(self.handle, query_key=True))
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Open a watcher socket (see the module docstring for the protocol)."""

@@ -184,9 +184,23 @@ function paintJob(entry) {
     : Math.round(data.progress) + "%" + (data.attempt > 1 ? " · attempt " + data.attempt : "");
   el.querySelector(".detail").textContent = detail;
   const img = el.querySelector(".thumb");
-  if (data.assets && data.assets.length) {
-    const src = withKey("/v1/dashboard/thumbnails/" + data.assets[0]);
-    if (img.getAttribute("src") !== src) img.setAttribute("src", src);
+  if (data.assets && data.assets.length) loadThumbnail(img, data.assets[0]);
+}
+
+// Thumbnails are fetched with the key in a header (only the WebSocket takes ?api_key=)
+// and shown through an object URL.
+async function loadThumbnail(img, assetId) {
+  if (img.dataset.asset === assetId) return;
+  img.dataset.asset = assetId;
+  try {
+    const response = await fetch("/v1/dashboard/thumbnails/" + assetId, { headers: headers() });
+    if (!response.ok) { delete img.dataset.asset; return; }
+    const url = URL.createObjectURL(await response.blob());
+    const previous = img.getAttribute("src");
+    img.setAttribute("src", url);
+    if (previous && previous.startsWith("blob:")) URL.revokeObjectURL(previous);
+  } catch (err) {
+    delete img.dataset.asset;
   }
 }
 
