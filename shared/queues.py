@@ -19,6 +19,13 @@ A job the renderer parked is *redriven* (docs/renderer.md): ``job.redriven`` is 
 first (the one event that moves a job out of ``failed``), then the job goes back with
 ``x-attempt-base`` = its last attempt and ``x-attempt`` = the next, so the new run's
 prompt and event ids never collide with the failed run's.
+
+A key limited to projects (``api_keys.projects``) sees and touches over HTTP only the
+dead letters of its projects (a letter's project is its ``project`` header, else the
+body's ``project``; a letter with neither belongs to no project and is not shown to
+such a key); naming another project's letter (ids, job) is refused with 403 before
+anything moves. Queue figures count every project's messages and are refused (403) to
+such keys.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 from aiohttp import web
 
+from shared.auth import visible_projects
 from shared.events import JobAccepted, JobRedriven, Producer, derived_id
 from shared.settings import Settings
 from shared.topology import DLQ_SUFFIX, Topology
@@ -85,6 +93,10 @@ class BrokerUnreachable(QueueError):
 
 class AuthFailed(QueueError):
     pass
+
+
+class Forbidden(QueueError):
+    """The selection names dead letters of projects the caller's key may not touch."""
 
 
 class UnknownQueue(QueueError, ValueError):
@@ -438,12 +450,19 @@ class DeadLetter:
     message_id: str | None
     headers: dict[str, Any]
     body: Any
+    #: The message's project (its ``project`` header, else the body's); None if neither.
+    project: str | None = None
+
+    def visible_to(self, projects: frozenset[str] | None) -> bool:
+        """May a key limited to ``projects`` (None: every project) see this letter?"""
+        return projects is None or (self.project is not None and self.project in projects)
 
     def summary(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "queue": self.queue,
             "job_id": self.job_id,
+            "project": self.project,
             "event_type": self.event_type,
             "reason": self.reason,
             "attempt": self.attempt,
@@ -538,6 +557,9 @@ def describe(message: AbstractIncomingMessage, queue: str) -> DeadLetter:
     )
     age = (datetime.now(UTC) - parked_at).total_seconds() if parked_at else None
     original = headers.get("x-original-queue") or last_death.get("queue")
+    project = _jsonable(headers.get("project")) or (
+        body.get("project") if isinstance(body, dict) else None
+    )
     return DeadLetter(
         id=dead_letter_id(message.body, reason, attempt, str(job_id) if job_id else None),
         queue=queue,
@@ -555,6 +577,7 @@ def describe(message: AbstractIncomingMessage, queue: str) -> DeadLetter:
         message_id=message.message_id,
         headers=_jsonable(headers),
         body=body,
+        project=project if isinstance(project, str) and project else None,
     )
 
 
@@ -569,6 +592,10 @@ class DeadLetterFilter:
 
     def is_empty(self) -> bool:
         return not (self.ids or self.job or self.reason_contains or self.everything)
+
+    def names_letters(self) -> bool:
+        """Does it name letters (ids, a job) rather than sweep (all, reason_contains)?"""
+        return bool(self.ids or self.job)
 
     def matches(self, letter: DeadLetter) -> bool:
         if self.is_empty():
@@ -706,6 +733,32 @@ async def _peek_head(connection: AbstractConnection, queue: str) -> DeadLetter |
     return None
 
 
+def _screen(
+    taken: list[AbstractIncomingMessage],
+    queue: str,
+    which: DeadLetterFilter,
+    projects: frozenset[str] | None,
+) -> list[tuple[AbstractIncomingMessage, DeadLetter | None]]:
+    """Each taken message with its letter if ``which`` selects it (else None).
+
+    For a key limited to ``projects``, letters of other projects (or of none) are never
+    selected; if ids or a job *name* one of them, :class:`Forbidden` is raised before
+    anything is touched (the scan gives every message back).
+    """
+    screened: list[tuple[AbstractIncomingMessage, DeadLetter | None]] = []
+    for message in taken:
+        letter = describe(message, queue)
+        if not which.matches(letter):
+            screened.append((message, None))
+        elif letter.visible_to(projects):
+            screened.append((message, letter))
+        elif which.names_letters():
+            raise Forbidden("this key may not touch dead letters of other projects")
+        else:
+            screened.append((message, None))
+    return screened
+
+
 class DeadLetters:
     """List, show, replay and purge the dead letters of the pipeline's DLQs."""
 
@@ -731,10 +784,19 @@ class DeadLetters:
             raise RuntimeError("use DeadLetters as an async context manager")
         return self._connection
 
-    async def list(self, queue: str | None = None, *, limit: int = 100) -> list[DeadLetter]:
+    async def list(
+        self,
+        queue: str | None = None,
+        *,
+        limit: int = 100,
+        projects: frozenset[str] | None = None,
+    ) -> list[DeadLetter]:
+        """Up to ``limit`` dead letters (of ``projects`` only, when given)."""
         ref = resolve_dlq(self.settings, queue)
-        async with _scan(self.connection, ref.name, limit=limit) as (_, taken):
-            return [describe(m, ref.name) for m in taken]
+        scan = limit if projects is None else MAX_SCAN
+        async with _scan(self.connection, ref.name, limit=scan) as (_, taken):
+            letters = [describe(m, ref.name) for m in taken]
+        return [d for d in letters if d.visible_to(projects)][:limit]
 
     async def show(self, queue: str | None, letter_id: str) -> DeadLetter | None:
         ref = resolve_dlq(self.settings, queue)
@@ -746,17 +808,22 @@ class DeadLetters:
         return None
 
     async def replay(
-        self, queue: str | None, which: DeadLetterFilter, *, limit: int | None = None
+        self,
+        queue: str | None,
+        which: DeadLetterFilter,
+        *,
+        limit: int | None = None,
+        projects: frozenset[str] | None = None,
     ) -> ReplayResult:
-        """Send matching dead letters back to their work queue with a fresh attempt count."""
+        """Send matching dead letters back to their work queue with a fresh attempt count.
+
+        ``projects``: the caller's key is limited to these (see :func:`_screen`).
+        """
         ref = resolve_dlq(self.settings, queue)
         result = ReplayResult(ref.name, ref.work_queue)
         async with _scan(self.connection, ref.name) as (channel, taken):
-            for message in taken:
-                letter = describe(message, ref.name)
-                if not which.matches(letter) or (
-                    limit is not None and len(result.replayed) >= limit
-                ):
+            for message, letter in _screen(taken, ref.name, which, projects):
+                if letter is None or (limit is not None and len(result.replayed) >= limit):
                     result.kept += 1
                     continue
                 try:
@@ -799,14 +866,19 @@ class DeadLetters:
                 result.replayed.append(letter)
         return result
 
-    async def purge(self, queue: str | None, which: DeadLetterFilter) -> PurgeResult:
-        """Delete matching dead letters for good."""
+    async def purge(
+        self,
+        queue: str | None,
+        which: DeadLetterFilter,
+        *,
+        projects: frozenset[str] | None = None,
+    ) -> PurgeResult:
+        """Delete matching dead letters for good (``projects``: see :func:`_screen`)."""
         ref = resolve_dlq(self.settings, queue)
         result = PurgeResult(ref.name)
         async with _scan(self.connection, ref.name) as (_, taken):
-            for message in taken:
-                letter = describe(message, ref.name)
-                if which.matches(letter):
+            for message, letter in _screen(taken, ref.name, which, projects):
+                if letter is not None:
                     await message.ack()
                     result.purged.append(letter)
                 else:
@@ -839,6 +911,10 @@ class SharedConnection:
 
 
 ADMIN_KEY: web.AppKey[SharedConnection] = web.AppKey("anime_admin_amqp", SharedConnection)
+QUEUES_NOT_FOR_LIMITED_KEYS = (
+    "queue figures count every project's messages; they are shown only to keys not "
+    "limited to projects"
+)
 
 
 def _problem(status: int, message: str, field: str = "request") -> web.Response:
@@ -878,12 +954,18 @@ def admin_handlers(
             return await work()
         except UnknownQueue as exc:
             return _problem(404, str(exc), "queue")
+        except Forbidden as exc:
+            return _problem(403, str(exc), "selection")
         except (BrokerUnreachable, AuthFailed) as exc:
             return _problem(503, str(exc), "broker")
         except (aiormq.exceptions.AMQPError, ConnectionError) as exc:
             return _problem(503, f"broker error: {exc}", "broker")
 
     async def queues(request: web.Request) -> web.StreamResponse:
+        if visible_projects(request) is not None:
+            # Depths count every project's messages: not for a key limited to some.
+            return _problem(403, QUEUES_NOT_FOR_LIMITED_KEYS, "api_key")
+
         async def work() -> web.StreamResponse:
             report = await inspect_queues(settings, connection=await amqp())
             return web.json_response(report.as_dict())
@@ -898,7 +980,7 @@ def admin_handlers(
 
         async def work() -> web.StreamResponse:
             letters = await DeadLetters(settings, await amqp()).list(
-                request.query.get("queue"), limit=limit
+                request.query.get("queue"), limit=limit, projects=visible_projects(request)
             )
             full = request.query.get("full") in ("1", "true")
             return web.json_response(
@@ -941,7 +1023,9 @@ def admin_handlers(
         body, which = selection
 
         async def work() -> web.StreamResponse:
-            result = await DeadLetters(settings, await amqp()).replay(body.get("queue"), which)
+            result = await DeadLetters(settings, await amqp()).replay(
+                body.get("queue"), which, projects=visible_projects(request)
+            )
             return web.json_response(result.as_dict(), status=502 if result.failed else 200)
 
         return await guarded(work)
@@ -953,7 +1037,9 @@ def admin_handlers(
         body, which = selection
 
         async def work() -> web.StreamResponse:
-            result = await DeadLetters(settings, await amqp()).purge(body.get("queue"), which)
+            result = await DeadLetters(settings, await amqp()).purge(
+                body.get("queue"), which, projects=visible_projects(request)
+            )
             return web.json_response(result.as_dict())
 
         return await guarded(work)
@@ -996,6 +1082,7 @@ __all__ = [
     "DeadLetter",
     "DeadLetterFilter",
     "DeadLetters",
+    "Forbidden",
     "QueueReport",
     "QueueStats",
     "UnknownQueue",

@@ -14,8 +14,10 @@ WebSocket (``/v1/ws``, every event) for live progress:
   (``POST /v1/admin/dlq/replay``, admin key).
 
 The API key is typed into the page, kept in localStorage, and sent as ``X-API-Key``
-(``?api_key=`` for the WebSocket and thumbnails). Data routes need ``read``; the page
-itself and its static files are public (they hold no data).
+(``?api_key=`` for the WebSocket only; thumbnails are fetched with the header). Data
+routes need ``read``; the page itself and its static files are public (they hold no
+data). A key limited to projects sees only its projects' jobs and dead letters, and no
+queue figures (they count every project's messages).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from shared.db.models import Asset, Job, JobState
 from shared.logging import get_logger
 from shared.queues import (
     ADMIN_KEY,
+    QUEUES_NOT_FOR_LIMITED_KEYS,
     DeadLetters,
     QueueError,
     inspect_queues,
@@ -92,15 +95,22 @@ class Dashboard:
         principal = principal_of(request)
         if principal is not None and principal.projects is not None:
             allowed = principal.projects
+            dead = document["dead_letters"]
             document = {
                 **document,
                 "jobs": [j for j in document["jobs"] if j["project"] in allowed],
                 "failed": [j for j in document["failed"] if j["project"] in allowed],
+                # Queue depths count every project's messages: not shown to this key.
+                "queues": {"source": None, "note": QUEUES_NOT_FOR_LIMITED_KEYS, "queues": []},
+                "dead_letters": {
+                    **dead,
+                    "items": [d for d in dead["items"] if d.get("project") in allowed],
+                },
             }
         return web.json_response(document, headers={"Cache-Control": "no-store"})
 
     async def thumbnail(self, request: web.Request) -> web.StreamResponse:
-        """A small PNG of an archived image (``?api_key=`` works, for ``<img>``)."""
+        """A small PNG of an archived image (the page fetches it with the key in a header)."""
         try:
             asset_id = uuid.UUID(request.match_info["asset_id"])
         except ValueError:
