@@ -4,6 +4,9 @@ Migrates and seeds the database, starts the ComfyUI simulator (unless real Comfy
 are configured) and the four services as separate processes, submits the shot as
 another system would (a ``job.submitted`` event), shows its progress from the notifier,
 prints the archived file and the job's row, and stops everything.
+
+The demo watches with an API key of its own: ``read`` only, limited to the demo's
+project, and revoked when the demo ends (however it ends), so no key is left behind.
 """
 
 from __future__ import annotations
@@ -17,12 +20,14 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from shared.auth import create_key
+from shared.auth import create_key, revoke_key
 from shared.cli.ops import job_assets, job_row, load_seed, migrate, publish_submission, watch_job
 from shared.cli.processes import SERVICES, Supervisor, service_argv, simulator_argv
 from shared.db.session import make_engine, make_sessionmaker
 from shared.settings import REPO_ROOT, Settings
 
+#: The name of the key each demo run mints (and revokes when it ends).
+DEMO_KEY_NAME = "anime demo (revoked when the demo ends)"
 #: Names the simulator offers as installed models, so the real txt2img template validates.
 DEMO_MODELS = ["sd15-anime.safetensors"]
 DEMO_LORAS = [
@@ -69,12 +74,39 @@ async def run_demo(settings: Settings, console: Console, *, render_seconds: floa
     await migrate(settings)
     seeded = await load_seed(settings)
     console.print(f"database migrated and seeded: {seeded['characters']}")
+    request = demo_request()
+    key, key_id = await _demo_key(settings, request["project"])
+    try:
+        return await _run(
+            settings.model_copy(update={"api_key": key}), console, request, render_seconds
+        )
+    finally:
+        await _revoke(settings, key_id)
+
+
+async def _demo_key(settings: Settings, project: str) -> tuple[str, str]:
+    """A key to watch the demo's job with: read-only, one project; returns key and id."""
     engine = make_engine(settings.database_url, pool_size=1)
     try:
-        key, _ = await create_key(make_sessionmaker(engine), name="demo", scopes=["admin"])
+        key, row = await create_key(
+            make_sessionmaker(engine), name=DEMO_KEY_NAME, scopes=["read"], projects=[project]
+        )
     finally:
         await engine.dispose()
-    settings = settings.model_copy(update={"api_key": key})
+    return key, str(row.id)
+
+
+async def _revoke(settings: Settings, key_id: str) -> None:
+    engine = make_engine(settings.database_url, pool_size=1)
+    try:
+        await revoke_key(make_sessionmaker(engine), key_id)
+    finally:
+        await engine.dispose()
+
+
+async def _run(
+    settings: Settings, console: Console, request: dict[str, Any], render_seconds: float
+) -> int:
     log_dir = REPO_ROOT / "var" / "logs" / time.strftime("demo-%Y%m%d-%H%M%S")
     supervisor = Supervisor(log_dir=log_dir)
     try:
@@ -109,7 +141,6 @@ async def run_demo(settings: Settings, console: Console, *, render_seconds: floa
             console.print(f"{service} ready on port {ports[service]}")
         assert set(SERVICES) <= set(supervisor.processes)
 
-        request = demo_request()
         event = await publish_submission(settings, request)
         console.print(
             f"submitted job [bold]{event.job_id}[/] over AMQP (request {request['request_id']})"
