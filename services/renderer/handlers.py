@@ -4,7 +4,9 @@
   queue of its priority band (``renderer.band.high|normal|low``), then acked. RabbitMQ
   3.10 quorum queues have no priorities; bands plus priority-ordered backend slots give
   high priorities a way past a backlog without giving up durability.
-* ``renderer.band.*``: render, then route the outcome:
+* ``renderer.band.*``: check the message against the job's row in ``jobs`` (the truth;
+  a message is only a claim: one that disagrees is parked as forged, and nothing is
+  published about the job), then render the row's spec and route the outcome:
 
   - rendered → publish ``job.rendered``, confirmed, *then* ack;
   - transient failure with attempts left → ``job.retrying``; the message goes to the
@@ -27,12 +29,10 @@ from typing import Any
 from faststream import AckPolicy
 from faststream.rabbit import Channel, RabbitMessage, RabbitRouter
 from pydantic import ValidationError
-from sqlalchemy import select
 
 from services.renderer import SERVICE
 from services.renderer.cancellation import CancelRegistry
 from services.renderer.rendering import Failed, Interrupted, Rendered, RenderService
-from shared.db.models import Job, JobEvent, JobState
 from shared.events import (
     EventType,
     JobAccepted,
@@ -44,6 +44,7 @@ from shared.events import (
     Producer,
     derived_id,
 )
+from shared.job_facts import JobFactsReader
 from shared.logging import get_logger
 from shared.messaging import park_delivery, requeue_after_pause, undecoded
 from shared.metrics import RETRIES
@@ -101,26 +102,8 @@ def build_router(
             runtime.broker, spec, msg, reason=reason, service=SERVICE, extra_headers=extra
         )
 
-    async def ledger_view(accepted: JobAccepted) -> tuple[bool, str | None, bool]:
-        """(ingest accepted this job, its state, a cancel was requested): one query."""
-        cancel = (
-            select(JobEvent.id)
-            .where(
-                JobEvent.job_id == Job.id,
-                JobEvent.event_type == EventType.CANCEL_REQUESTED.value,
-            )
-            .exists()
-        )
-        query = (
-            select(Job.verdict, JobState.state, cancel)
-            .outerjoin(JobState, JobState.job_id == Job.id)
-            .where(Job.id == accepted.job_id)
-        )
-        async with runtime.sessions() as session:
-            row = (await session.execute(query)).first()
-        if row is None:
-            return False, None, False
-        return row[0] == "accepted", row[1], bool(row[2])
+    #: The jobs rows are the truth; a job.accepted is only a claim about one of them.
+    facts = JobFactsReader(lambda: runtime.sessions())
 
     async def publish_cancelled(accepted: JobAccepted, stage: str) -> None:
         await runtime.bus.publish(
@@ -202,6 +185,9 @@ def build_router(
             await park(msg, intake, f"invalid job.accepted: {str(exc)[:500]}")
             await msg.ack()
             return
+        # The band is the message's claim (no database round trip here): a wrong one
+        # only changes which queue it waits in. The band consumer checks the message
+        # against the jobs row before anything else and parks a forgery.
         try:
             await runtime.broker.publish(
                 msg.body,
@@ -231,12 +217,29 @@ def build_router(
         key = (accepted.job_id, attempt)
         mine = False
         try:
-            known, state, cancel_requested = await ledger_view(accepted)
-            if not known:
+            # One query: the row's immutable facts (cached after the first look), the
+            # job's state and whether a cancel was requested.
+            view = await facts.view(accepted.job_id)
+            if view.facts is None:
                 # Only ingest accepts jobs: anything else is forged or foreign.
                 await park(msg, intake, "no job accepted by ingest has this id")
                 await msg.ack()
                 return
+            wrong = view.facts.disagreements(accepted)
+            if wrong:
+                # The message is a claim; the row is the truth. Publish nothing about
+                # the job: a forged copy must not move the genuine job.
+                log.warning("renderer.forged_job_accepted", attempt=attempt, differs=wrong)
+                await park(
+                    msg,
+                    intake,
+                    f"forged: job.accepted disagrees with the job row on {', '.join(wrong)}",
+                )
+                await msg.ack()
+                return
+            # From here on only the row speaks (same values, as the message agreed).
+            accepted = view.facts.accepted()
+            state, cancel_requested = view.state, view.cancel_requested
             # A redriven job is "failed" in the ledger until job.redriven is recorded.
             if state in FINAL_STATES and not (state == "failed" and base > 0):
                 # A duplicate of a job that already ended (ingest replays after a crash).

@@ -31,6 +31,7 @@ def create_app(settings: Settings | None = None) -> FastStream:
         templates=TemplateRegistry.load(settings.templates_dir),
         bus=runtime.bus,
         http=lambda: runtime.client,
+        ingest_url=settings.public_ingest_url,
     )
 
     async def some_backend() -> str | None:

@@ -8,6 +8,7 @@ running or finished) and re-attaches to it instead of rendering a second time.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import time
 from collections.abc import Callable
 from typing import Any, Literal
@@ -31,6 +32,7 @@ from shared.events import (
     JobProgress,
     JobStarted,
     Producer,
+    ReferenceImage,
     derived_id,
 )
 from shared.logging import get_logger
@@ -52,6 +54,11 @@ log = get_logger(__name__)
 
 #: At most this many progress events per second per job (plus the final 100 %).
 PROGRESS_PER_SECOND = 4.0
+#: Where ingest serves the bytes of a reference image (its ``getReferenceImage`` route;
+#: a unit test keeps the two in step). The renderer never fetches any other URL.
+REFERENCE_PATH = "/v1/references/{sha256}"
+#: The largest reference image the renderer accepts (ingest's own upload limit is lower).
+MAX_REFERENCE_BYTES = 20 * 1024 * 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,13 +150,18 @@ class RenderService:
         templates: TemplateRegistry,
         bus: EventBus,
         http: Callable[[], aiohttp.ClientSession],
+        ingest_url: str,
         render_timeout: float = 25 * 60,
+        max_reference_bytes: int = MAX_REFERENCE_BYTES,
     ) -> None:
         self.pool = pool
         self.cancels = cancels
         self.templates = templates
         self.bus = bus
         self.http = http
+        #: Ingest's base URL (``ANIME_PUBLIC_INGEST_URL``): references come from there only.
+        self.ingest_url = ingest_url.rstrip("/")
+        self.max_reference_bytes = max_reference_bytes
         # Inside RabbitMQ's 30-minute consumer timeout, with room for the publishes.
         self.render_timeout = render_timeout
 
@@ -222,6 +234,10 @@ class RenderService:
                 backend=backend.url,
                 details=exc.details,
             )
+        except _ReferenceUnavailable as exc:
+            # Ingest is away or busy: the job and the backend are fine, so try again
+            # later without holding it against the backend.
+            return Failed(reason=str(exc), kind="reference", transient=True)
         except ComfyValidationError as exc:
             return Failed(
                 reason=f"ComfyUI refused the workflow: {exc.message}",
@@ -296,17 +312,18 @@ class RenderService:
         return workflow
 
     async def _references(self, accepted: JobAccepted, backend: Backend) -> list[BoundReference]:
+        """Fetch, check and upload the references of ``accepted`` (built from the jobs row).
+
+        The bytes come only from ingest's reference route, by sha256; nothing is uploaded
+        to ComfyUI unless its sha256 is the one ingest recorded.
+        """
         bound = []
+        fetched: dict[str, bytes] = {}
         for character in accepted.spec.characters:
             for reference in character.references:
-                async with self.http().get(
-                    reference.url, timeout=aiohttp.ClientTimeout(total=30)
-                ) as r:
-                    if r.status != 200:
-                        raise _Permanent(
-                            f"reference {reference.sha256} unavailable ({r.status})", "reference"
-                        )
-                    data = await r.read()
+                data = fetched.get(reference.sha256)
+                if data is None:
+                    data = fetched[reference.sha256] = await self.fetch_reference(reference)
                 uploaded = await backend.client.upload_image(
                     data, filename=reference_upload_name(reference), overwrite=True
                 )
@@ -319,6 +336,59 @@ class RenderService:
                 )
         return bound
 
+    def reference_url(self, reference: ReferenceImage) -> str:
+        """Ingest's URL for a reference: the configured ingest, never ``reference.url``."""
+        return self.ingest_url + REFERENCE_PATH.format(sha256=reference.sha256)
+
+    async def fetch_reference(self, reference: ReferenceImage) -> bytes:
+        """The bytes of ``reference``, checked against its sha256.
+
+        No redirect is followed and at most ``max_reference_bytes`` are read. A refusal
+        (4xx, redirect, too large, wrong bytes) is permanent; ingest unreachable or
+        answering 5xx is transient.
+        """
+        sha = reference.sha256
+        url = self.reference_url(reference)
+        limit = self.max_reference_bytes
+        digest = hashlib.sha256()
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async with self.http().get(
+                url, allow_redirects=False, timeout=aiohttp.ClientTimeout(total=30)
+            ) as reply:
+                if reply.status >= 500:
+                    raise _ReferenceUnavailable(f"reference {sha} unavailable ({reply.status})")
+                if 300 <= reply.status < 400:
+                    raise _Permanent(
+                        f"reference {sha}: ingest answered {reply.status} (redirects are not "
+                        "followed)",
+                        "reference",
+                    )
+                if reply.status != 200:
+                    raise _Permanent(f"reference {sha} unavailable ({reply.status})", "reference")
+                if reply.content_length is not None and reply.content_length > limit:
+                    raise _Permanent(f"reference {sha} is larger than {limit} bytes", "reference")
+                async for chunk in reply.content.iter_chunked(64 * 1024):
+                    size += len(chunk)
+                    if size > limit:
+                        raise _Permanent(
+                            f"reference {sha} is larger than {limit} bytes", "reference"
+                        )
+                    digest.update(chunk)
+                    chunks.append(chunk)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise _ReferenceUnavailable(
+                f"reference {sha} unavailable: {type(exc).__name__}: {exc}"
+            ) from exc
+        if digest.hexdigest() != sha:
+            raise _Permanent(
+                f"reference {sha}: the bytes served have sha256 {digest.hexdigest()}; "
+                "nothing was uploaded",
+                "reference",
+            )
+        return b"".join(chunks)
+
 
 class _Permanent(Exception):
     def __init__(self, reason: str, kind: str, details: list[str] | None = None) -> None:
@@ -326,3 +396,7 @@ class _Permanent(Exception):
         self.reason = reason
         self.kind = kind
         self.details = details or []
+
+
+class _ReferenceUnavailable(Exception):
+    """Ingest could not serve a reference just now (refused, timed out, 5xx)."""
