@@ -31,6 +31,10 @@ ID_NAMESPACE = uuid.UUID("6f1d2c1e-4c8e-4d5e-9b5e-2f4b1c7a9e01")
 SLUG_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$"
 _SLUG_RE = re.compile(SLUG_PATTERN)
 
+#: The project a rejection is published (and recorded) under when the request named no
+#: valid project: routing keys need a slug.
+UNASSIGNED_PROJECT = "unassigned"
+
 #: A project, episode, scene or shot segment: lowercase letters, digits and dashes.
 Slug = Annotated[str, Field(pattern=SLUG_PATTERN, min_length=1, max_length=64)]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -28,6 +28,11 @@ class Settings(BaseSettings):
     exchange: str = "anime.events"
     #: Prefix of every queue name, for the same reason.
     queue_prefix: str = ""
+    #: What a service declares at start-up. ``pipeline``: the exchanges and every queue
+    #: (needs an account that may configure them all: local development as guest).
+    #: ``own``: only its own queues, checking the exchanges exist (each service runs as
+    #: its own least-privileged broker user after ``anime broker provision``).
+    declare_topology: Literal["pipeline", "own"] = "pipeline"
     comfyui_urls: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["http://127.0.0.1:8188"]
     )
@@ -73,6 +78,11 @@ class Settings(BaseSettings):
     #: ``/metrics`` requires ``Authorization: Bearer <this>`` when set; unset, it is open
     #: (for a scraper on a private network). See docs/operations.md.
     metrics_token: str | None = None
+    #: Archiver: what this process does, ``ledger``, ``archive`` or both (the default).
+    #: Run one process of each so that archiving never queues behind a ledger backlog.
+    archiver_roles: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["ledger", "archive"]
+    )
 
     @field_validator("database_url")
     @classmethod
@@ -90,7 +100,7 @@ class Settings(BaseSettings):
             return [u.strip().rstrip("/") for u in value.split(",") if u.strip()]
         return value
 
-    @field_validator("transient_exception_types", mode="before")
+    @field_validator("transient_exception_types", "archiver_roles", mode="before")
     @classmethod
     def _split_names(cls, value: object) -> object:
         if isinstance(value, str):

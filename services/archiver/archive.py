@@ -27,16 +27,18 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.archiver import locks
+from services.archiver.facts import JobFactsCache
 from services.archiver.fetch import ArchiveError, ForeignJob, fetch_view
 from services.archiver.layout import UnsafePath, image_key, job_folder
 from services.archiver.pngmeta import NotAnImage, stamp_png
 from services.archiver.record import asset_row, job_record, sidecar
-from shared.db.models import Asset, Job
+from shared.db.models import Asset
 from shared.db.session import SessionFactory
 from shared.events import ArchivedAsset, JobArchived, JobRendered, Producer, derived_id
 from shared.logging import get_logger
 from shared.messaging import EventBus
 from shared.storage import Storage
+from shared.workflows import derive_prompt_id
 
 __all__ = ["ArchiveError", "Archivist"]
 
@@ -65,6 +67,7 @@ class Archivist:
         allowed_backends: Callable[[], list[str]],
         sweep: Sweeper | None = None,
         fetch_timeout: float = 60.0,
+        facts: JobFactsCache | None = None,
     ) -> None:
         self.sessions = sessions
         self.bus = bus
@@ -73,25 +76,23 @@ class Archivist:
         self.allowed_backends = allowed_backends
         self.sweep = sweep
         self.fetch_timeout = fetch_timeout
+        self.facts = facts or JobFactsCache(with_spec=True)
 
     async def archive(self, event: JobRendered) -> JobArchived:
-        """Archive every output of ``event`` once, then publish ``job.archived``."""
+        """Archive every output of ``event`` once, then publish ``job.archived``.
+
+        Everything ingest decided (project, placement, template, spec) is taken from the
+        job's row; an event that claims otherwise, names a backend that is not
+        configured, or a prompt that is not the job's, is refused as forged (raises
+        :class:`ForeignJob`) before anything is fetched or written.
+        """
+        event = await self._checked(event)
         backend = event.backend.rstrip("/")
-        if backend not in self.allowed_backends():
-            # The URL comes from a message; fetching from anywhere would be an SSRF hole.
-            raise ArchiveError(f"backend {backend!r} is not a configured ComfyUI", transient=False)
         async with self.sessions() as session, session.begin():
             await locks.hold(session, "archive", event.job_id)
             assets = await _assets_of(session, event)
             new = 0
             if not assets:
-                accepted = await session.scalar(
-                    select(Job.id).where(Job.id == event.job_id, Job.verdict == "accepted")
-                )
-                if accepted is None:
-                    # Checked before any file is written: a forged or foreign event must
-                    # leave nothing behind in the asset root.
-                    raise ForeignJob(f"no job {event.job_id} was accepted by ingest")
                 batch = await self._write_files(event, backend)
                 await session.execute(
                     insert(Asset)
@@ -110,6 +111,31 @@ class Archivist:
         await self.bus.publish(archived)
         log.info("archiver.archived", assets=[a.path for a in archived.assets], new=new)
         return archived
+
+    async def _checked(self, event: JobRendered) -> JobRendered:
+        """``event`` with the job's spec from its row, or :class:`ForeignJob`."""
+        backend = event.backend.rstrip("/")
+        if backend not in self.allowed_backends():
+            # The URL comes from a message; fetching from anywhere would be an SSRF hole,
+            # and failing the job on its word would let anyone fail any job.
+            raise ForeignJob(f"forged: backend {backend!r} is not a configured ComfyUI")
+        async with self.sessions() as session:
+            conn = await session.connection()
+            facts = (await self.facts.load(conn, [event.job_id])).get(event.job_id)
+        if facts is None or not facts.accepted:
+            raise ForeignJob(f"unknown job: no job {event.job_id} was accepted by ingest")
+        spec = facts.spec()
+        if event.project != facts.project or event.spec != spec:
+            raise ForeignJob(
+                f"forged: job.rendered for job {event.job_id} disagrees with the job ingest "
+                "recorded (project or spec)"
+            )
+        if event.prompt_id != derive_prompt_id(event.job_id, event.attempt):
+            raise ForeignJob(
+                f"forged: prompt {event.prompt_id!r} is not attempt {event.attempt} of job "
+                f"{event.job_id}"
+            )
+        return event
 
     async def _write_files(self, event: JobRendered, backend: str) -> _Batch:
         batch = _Batch()

@@ -9,7 +9,8 @@ from pydantic import ValidationError
 from services.archiver import SERVICE
 from services.archiver.archive import ArchiveError, Archivist
 from services.archiver.fetch import ForeignJob
-from services.archiver.ledger import UnknownJob, record_event
+from services.archiver.ledger import ForgedEvent, UnknownJob
+from services.archiver.recorder import BatchRecorder
 from shared.events import JobFailed, JobRendered, Producer, derived_id, parse_event
 from shared.logging import get_logger
 from shared.messaging import park_delivery, requeue_after_pause, undecoded
@@ -24,10 +25,13 @@ MAX_EVENT_BYTES = 8 * 1024 * 1024
 def build_router(
     runtime: ServiceRuntime,
     archivist: Archivist,
+    recorder: BatchRecorder,
     *,
-    ledger_prefetch: int = 64,
+    roles: frozenset[str] = frozenset({"ledger", "archive"}),
+    ledger_prefetch: int = 256,
     archive_prefetch: int = 8,
 ) -> RabbitRouter:
+    """The archiver's subscriptions; ``roles`` picks the ledger, the archive or both."""
     router = RabbitRouter()
     specs = runtime.topology.pipeline_specs(runtime.settings)
     ledger_spec, rendered_spec = specs["archiver.ledger"], specs["archiver.rendered"]
@@ -37,15 +41,13 @@ def build_router(
 
     # MANUAL acks throughout: an event is acked only once its row is committed (and, for
     # job.rendered, its files are on disk and job.archived is confirmed).
-    @router.subscriber(
-        runtime.topology.work_queue(ledger_spec),
-        runtime.topology.exchange,
-        channel=Channel(prefetch_count=ledger_prefetch),
-        decoder=undecoded,
-        ack_policy=AckPolicy.MANUAL,
-    )
     async def on_any_job_event(msg: RabbitMessage) -> None:
-        """Record an event in the job ledger, move the job's state, relay it to watchers."""
+        """Record an event in the job ledger, move the job's state, relay it to watchers.
+
+        The recording itself is batched with whatever other deliveries are waiting
+        (services/archiver/recorder.py); this delivery is acked once its batch is
+        committed and its relay published.
+        """
         try:
             if len(msg.body) > MAX_EVENT_BYTES:
                 raise ValueError(f"event larger than {MAX_EVENT_BYTES} bytes")
@@ -55,27 +57,31 @@ def build_router(
             await msg.ack()
             return
         try:
-            async with runtime.sessions() as session, session.begin():
-                recorded = await record_event(session, event)
-        except UnknownJob as exc:
-            await park(msg, ledger_spec, f"unknown job: {exc}")
-            await msg.ack()
-            return
+            outcome = await recorder.record(event)
         except Exception as exc:
-            log.exception("archiver.ledger_failed")
+            log.warning("archiver.ledger_failed", error=repr(exc)[:300])
             await requeue_after_pause(msg, error=exc)
             return
-        await runtime.bus.publish_ledger(recorded.entry, correlation_id=event.correlation_id)
-        log.debug("archiver.recorded", seq=recorded.entry.seq, state=recorded.entry.state)
+        if isinstance(outcome, UnknownJob):
+            await park(msg, ledger_spec, f"unknown job: {outcome}")
+        elif isinstance(outcome, ForgedEvent):
+            log.warning("archiver.forged_event", reason=str(outcome))
+            await park(msg, ledger_spec, f"forged: {outcome}")
+        else:
+            log.debug("archiver.recorded", seq=outcome.entry.seq, state=outcome.entry.state)
         await msg.ack()
 
-    @router.subscriber(
-        runtime.topology.work_queue(rendered_spec),
-        runtime.topology.exchange,
-        channel=Channel(prefetch_count=archive_prefetch),
-        decoder=undecoded,
-        ack_policy=AckPolicy.MANUAL,
-    )
+    if "ledger" in roles:
+        router.subscriber(
+            runtime.topology.work_queue(ledger_spec),
+            runtime.topology.exchange,
+            channel=Channel(prefetch_count=ledger_prefetch),
+            decoder=undecoded,
+            ack_policy=AckPolicy.MANUAL,
+            title=f"archiver: {ledger_spec.name}",
+            description="Record every job event in the ledger (in batches) and relay it.",
+        )(on_any_job_event)
+
     async def on_job_rendered(msg: RabbitMessage) -> None:
         """Fetch a render's images, archive them with metadata, publish job.archived."""
         try:
@@ -87,7 +93,8 @@ def build_router(
         try:
             await archivist.archive(event)
         except ForeignJob as exc:
-            await park(msg, rendered_spec, f"unknown job: {exc}")
+            log.warning("archiver.foreign_render", reason=str(exc))
+            await park(msg, rendered_spec, str(exc))
         except ArchiveError as exc:
             if exc.transient:
                 await requeue_after_pause(msg, error=exc)
@@ -111,4 +118,14 @@ def build_router(
             return
         await msg.ack()
 
+    if "archive" in roles:
+        router.subscriber(
+            runtime.topology.work_queue(rendered_spec),
+            runtime.topology.exchange,
+            channel=Channel(prefetch_count=archive_prefetch),
+            decoder=undecoded,
+            ack_policy=AckPolicy.MANUAL,
+            title=f"archiver: {rendered_spec.name}",
+            description="Fetch a render's images, archive them, publish job.archived.",
+        )(on_job_rendered)
     return router

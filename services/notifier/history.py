@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 
-from sqlalchemy import Select, func, select, tuple_
+from sqlalchemy import BigInteger, Select, func, literal_column, select, tuple_
 
 from services.notifier.metrics import GAP_FILLS
 from services.notifier.notes import Note
@@ -26,6 +26,14 @@ PAGE = 500
 _GapKey = tuple[uuid.UUID, int, int]
 
 
+#: Positions below this belong to transactions that have all ended (committed or not):
+#: the oldest transaction id still running, in position units (see JobEvent.position).
+_STABLE_HORIZON = literal_column(
+    "(CAST(CAST(pg_snapshot_xmin(pg_current_snapshot()) AS text) AS bigint) << 16)",
+    BigInteger,
+)
+
+
 def _note(row: JobEvent) -> Note:
     return Note(
         LedgerEntry(
@@ -37,7 +45,7 @@ def _note(row: JobEvent) -> Note:
             state=row.state,
             event=row.payload,
         ),
-        cursor=row.id,
+        cursor=row.position,
     )
 
 
@@ -136,22 +144,33 @@ class LedgerReader:
     # ------------------------------------------------------------------ one project
 
     async def project_after(self, project: str, after: int, *, limit: int = PAGE) -> list[Note]:
-        """Entries of a project with a ledger id above ``after``, in id order."""
+        """Entries of a project after position ``after``, in commit order.
+
+        Only rows below the *stable horizon* are read: positions of transactions older
+        than the oldest one still running. A row that commits later always has a
+        higher position than every row read here, so resuming from the last position
+        read never skips one (see docs/progress.md, "Project streams").
+        """
         query = (
             select(JobEvent)
-            .where(JobEvent.project_slug == project, JobEvent.id > after)
-            .order_by(JobEvent.id)
+            .where(
+                JobEvent.project_slug == project,
+                JobEvent.position > after,
+                JobEvent.position < _STABLE_HORIZON,
+            )
+            .order_by(JobEvent.position)
             .limit(limit)
         )
         return await self._notes(query)
 
     async def project_head(self, project: str) -> int:
-        """The ledger id of the project's latest entry (0 if none)."""
-        query = select(func.coalesce(func.max(JobEvent.id), 0)).where(
-            JobEvent.project_slug == project
-        )
+        """The position after which the project's future entries will come.
+
+        The horizon itself (less one): every row below it is in the past; every row
+        at or above it is in flight or yet to come, and a stream starting here gets it.
+        """
         async with self.sessions() as session:
-            return int(await session.scalar(query) or 0)
+            return int(await session.scalar(select(_STABLE_HORIZON - 1)) or 0)
 
     async def _notes(self, query: Select[JobEvent]) -> list[Note]:
         async with self.sessions() as session:

@@ -1,11 +1,15 @@
-"""Following one project's ledger in id order, for every project stream of this replica.
+"""Following one project's ledger in commit order, for every project stream of this replica.
 
-The archiver commits a project's ledger rows in id order (it holds a per-project lock
-from the insert to the commit), so "every row of the project with an id above n" is
-gap-free: reading it again later never turns up an older row that was missed. The
-tailer reads that once for all of the project's watchers whenever a live copy of one
-of its entries arrives (or every ``poll_interval`` if none does) and hands each row,
-with its id as ``cursor``, to every project stream.
+Ledger rows carry a ``position`` ordered by the transaction that recorded them, and the
+reader only returns rows of transactions older than every transaction still running
+(see ``LedgerReader.project_after``), so "every row of the project after position n"
+is gap-free: reading it again later never turns up an older row that was missed, with
+no lock on the writers' side. The tailer reads that once for all of the project's
+watchers whenever a live copy of one of its entries arrives (or every
+``poll_interval`` if none does) and hands each row, with its position as ``cursor``,
+to every project stream. A live copy can arrive while an older transaction (of any
+writer) is still running, so its row is not readable yet: the tailer then looks again
+soon, backing off to ``poll_interval``.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ class ProjectTailer:
         self.reader = reader
         self.poll_interval = poll_interval
         self.on_idle = on_idle
-        #: Ledger id of the last row handed out.
+        #: Ledger position of the last row handed out.
         self.position = 0
         self._subscribers: dict[tuple[Watcher, str], ProjectStream] = {}
         self._wake = asyncio.Event()
@@ -79,21 +83,31 @@ class ProjectTailer:
             except Exception:
                 log.exception("notifier.tailer_failed", project=self.project)
                 await asyncio.sleep(self.poll_interval)
+        wait = self.poll_interval
         while True:
+            poked = False
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.poll_interval):
+                async with asyncio.timeout(wait):
                     await self._wake.wait()
+                    poked = True
             self._wake.clear()
             if not self._subscribers:
                 if self.on_idle is not None:
                     self.on_idle(self)
                 return
             try:
-                await self._catch_up()
+                found = await self._catch_up()
             except Exception:
                 log.exception("notifier.tailer_failed", project=self.project)
+                found = 0
+            if found or not (poked or wait < self.poll_interval):
+                wait = self.poll_interval
+            else:
+                # A live copy announced a row we could not read yet: look again soon.
+                wait = min(self.poll_interval, 0.02 if poked else wait * 2)
 
-    async def _catch_up(self) -> None:
+    async def _catch_up(self) -> int:
+        found = 0
         while True:
             notes = await self.reader.project_after(self.project, self.position)
             # From here to the position update nothing awaits: a stream added meanwhile
@@ -104,5 +118,6 @@ class ProjectTailer:
             if notes:
                 assert notes[-1].cursor is not None
                 self.position = notes[-1].cursor
+                found += len(notes)
             if len(notes) < PAGE:
-                return
+                return found

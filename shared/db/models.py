@@ -29,6 +29,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    Sequence,
     String,
     Text,
     UniqueConstraint,
@@ -241,14 +242,26 @@ class JobState(Base):
     updated_at: Mapped[datetime] = _created_at()
 
 
+#: The cycling ordinal behind POSITION_DEFAULT (created by migration 0003).
+JOB_EVENTS_ORDINAL = Sequence(
+    "job_events_ordinal", minvalue=0, maxvalue=65535, start=0, cycle=True, metadata=Base.metadata
+)
+
+#: A row's position when the writer does not give one: the transaction's id, then a
+#: cycling ordinal (rows of one transaction stay in insert order unless it wraps).
+POSITION_DEFAULT = (
+    "(CAST(CAST(pg_current_xact_id() AS text) AS bigint) << 16) + nextval('job_events_ordinal')"
+)
+
+
 class JobEvent(Base):
     """The ledger: every event of every job, with a gap-free per-job sequence number."""
 
     __tablename__ = "job_events"
     __table_args__ = (
         UniqueConstraint("job_id", "seq"),
-        # Project streams follow the ledger of one project in id order.
-        Index("ix_job_events_project_id", "project_slug", "id"),
+        # Project streams follow the ledger of one project in commit order (position).
+        Index("ix_job_events_project_position", "project_slug", "position"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
@@ -262,6 +275,12 @@ class JobEvent(Base):
     #: The job's state after this event.
     state: Mapped[str] = mapped_column(String(16))
     payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    #: Commit-ordered position for project streams: the recording transaction's id
+    #: shifted left 16 bits, plus the row's ordinal in that transaction. A reader that
+    #: only reads positions below the oldest running transaction's id never misses a
+    #: row that commits later (see docs/progress.md, "Project streams").
+    #: The archiver sets it explicitly; the default serves any other writer (tests, tools).
+    position: Mapped[int] = mapped_column(BigInteger, server_default=text(POSITION_DEFAULT))
 
 
 class Asset(Base):

@@ -19,7 +19,12 @@ log = get_logger(__name__)
 
 
 def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
-    return create_async_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size)
+    # No pre-ping: it costs a round trip on every checkout of every hot path. A
+    # connection that died with the server fails its statement instead; the handlers
+    # treat that as their own outage and requeue, and the pool discards the connection.
+    return create_async_engine(
+        url, pool_pre_ping=False, pool_size=pool_size, max_overflow=pool_size
+    )
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -124,7 +124,7 @@ async def test_a_thousand_watchers_get_every_event_while_a_stalled_one_is_cut_of
                 return (
                     len(ledger) == flooded
                     and tailer is not None
-                    and (tailer.position >= ledger[-1].id)
+                    and (tailer.position >= ledger[-1].position)
                 )
 
             await eventually(relayed, what="flood relayed")

@@ -165,10 +165,10 @@ async def test_a_project_stream_resumes_from_its_last_event_id_and_sees_only_its
 
     received = [e for e in first + second if e.event.startswith("job.")]
     pairs = [(e.data["job_id"], e.data["seq"]) for e in received]
-    # Every entry of both jobs of the project, once each, in ledger-id order
-    ledger = sorted([e for j in jobs for e in await records.events(j)], key=lambda e: e.id)
+    # Every entry of both jobs of the project, once each, in ledger position (commit) order
+    ledger = sorted([e for j in jobs for e in await records.events(j)], key=lambda e: e.position)
     assert pairs == [(str(e.job_id), e.seq) for e in ledger]
-    assert [int(e.id or 0) for e in received] == [e.id for e in ledger]
+    assert [int(e.id or 0) for e in received] == [e.position for e in ledger]
     assert all(e.data["project"] == "here" for e in received)
 
 

@@ -34,6 +34,7 @@ from shared.events import (
     ShotLocation,
 )
 from shared.settings import Settings
+from shared.workflows import derive_prompt_id
 
 WORKFLOW = {
     "3": {"class_type": "KSampler", "inputs": {"seed": 1207, "steps": 20}},
@@ -129,7 +130,7 @@ def started(job_id: uuid.UUID, project: str, attempt: int = 1) -> JobStarted:
     return JobStarted(
         **envelope(job_id, project, Producer.RENDERER),
         backend="http://127.0.0.1:9",
-        prompt_id=f"prompt-{job_id.hex[:8]}-{attempt}",
+        prompt_id=derive_prompt_id(job_id, attempt),
         attempt=attempt,
     )
 
@@ -169,7 +170,7 @@ def rendered(
         **envelope(job_id, spec.location.project, Producer.RENDERER),
         spec=spec,
         backend=backend,
-        prompt_id=f"prompt-{job_id.hex[:8]}-{attempt}",
+        prompt_id=derive_prompt_id(job_id, attempt),
         attempt=attempt,
         outputs=[
             OutputImage(filename=f, subfolder="", type="output", node_id="9") for f in filenames
