@@ -133,7 +133,9 @@ class Hits:
 
 
 @asynccontextmanager
-async def server(handler: Callable[[web.Request], Any], hits: Hits) -> AsyncIterator[BaseTestServer]:
+async def server(
+    handler: Callable[[web.Request], Any], hits: Hits
+) -> AsyncIterator[BaseTestServer]:
     async def record(request: web.Request) -> web.StreamResponse:
         hits.paths.append(request.path)
         response: web.StreamResponse = await handler(request)
