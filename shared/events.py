@@ -145,7 +145,9 @@ class ReferenceImage(_Strict):
     kind: Literal["face", "full-body", "outfit", "expression"]
     weight: float = Field(default=1.0, ge=0.0, le=2.0)
     mime: str = "image/png"
-    #: Where a renderer fetches the bytes (ingest's HTTP API).
+    #: Where the bytes can be read over ingest's HTTP API, for people and tools. The
+    #: renderer never fetches this URL: it reads ``/v1/references/<sha256>`` from its
+    #: configured ingest and checks the sha256 (a URL in a message is only a claim).
     url: str
 
 
