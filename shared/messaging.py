@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import aio_pika
+import aiormq
 import structlog
 from faststream import BaseMiddleware
 from faststream.message import StreamMessage
@@ -103,23 +104,50 @@ class EventBus:
 
 
 async def declare_pipeline(
-    amqp_url: str, topology: Topology, specs: Iterable[WorkQueueSpec]
+    amqp_url: str,
+    topology: Topology,
+    specs: Iterable[WorkQueueSpec],
+    *,
+    exchanges: bool = True,
 ) -> None:
-    """Declare the exchange and every durable queue with its bindings; idempotent.
+    """Declare durable queues with their bindings; idempotent.
 
-    Every service runs this at start-up, so an event is never published before the
-    queues that must receive it exist, whatever order the services start in.
+    With ``exchanges`` (an account that may configure them: provisioning, local
+    development as guest) the events exchange, the outside door's intake exchange and
+    the binding between them are declared too. Without (a service running as its own
+    least-privileged user) the events exchange is only checked, passively: a passive
+    declare needs no permission (verified on 3.10.8), an active one of an existing
+    exchange needs ``configure``.
+
+    Services run this at start-up, so an event is never published before the queues
+    that must receive it exist.
 
     It uses a short-lived connection of its own on purpose: declaring through the
     broker would cache each queue on the broker's default channel, and a subscriber
     then consumes through that cached queue without its own prefetch limit.
     """
+    from shared.broker_access import INTAKE_BINDING_KEY, intake_exchange_name
+
     connection = await aio_pika.connect(amqp_url)
     async with connection:
         channel = await connection.channel()
-        exchange = await channel.declare_exchange(
-            topology.exchange.name, aio_pika.ExchangeType.TOPIC, durable=True
-        )
+        name = topology.exchange.name
+        if exchanges:
+            exchange = await channel.declare_exchange(
+                name, aio_pika.ExchangeType.TOPIC, durable=True
+            )
+            intake = await channel.declare_exchange(
+                intake_exchange_name(name), aio_pika.ExchangeType.TOPIC, durable=True
+            )
+            await exchange.bind(intake, routing_key=INTAKE_BINDING_KEY)
+        else:
+            try:
+                exchange = await channel.declare_exchange(name, passive=True)
+            except aiormq.exceptions.ChannelNotFoundEntity:
+                raise RuntimeError(
+                    f"exchange {name!r} does not exist: provision the broker first "
+                    "(`anime broker provision`, see docs/deploy.md)"
+                ) from None
         for spec in specs:
             for queue in (topology.dead_letter_queue(spec), *topology.retry_queues(spec)):
                 await _declare(channel, queue)

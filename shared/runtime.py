@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 from faststream import FastStream
+from faststream.rabbit import ExchangeType, RabbitExchange
 from faststream.specification import AsyncAPI
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
@@ -46,6 +47,12 @@ class ServiceRuntime:
         self.http_port = http_port
         self.version = version
         self.topology = Topology.from_settings(settings)
+        if settings.declare_topology == "own":
+            # FastStream declares a subscriber's exchange actively, which needs configure
+            # rights on it; a least-privileged service only checks that it exists.
+            self.topology.exchange = RabbitExchange(
+                settings.exchange, type=ExchangeType.TOPIC, durable=True, declare=False
+            )
         self.broker = make_broker(settings, service=name)
         self.broker.add_middleware(make_metrics_middleware(name))
         self.bus = EventBus(self.broker, self.topology)
@@ -112,8 +119,7 @@ class ServiceRuntime:
         try:
             await wait_for_database(self._engine, timeout=timeout, service=self.name)
             await wait_for_broker(self.broker, timeout=timeout, service=self.name)
-            specs = self.topology.pipeline_specs(self.settings).values()
-            await declare_pipeline(self.settings.amqp_url, self.topology, specs)
+            await self._declare_topology()
             for hook in self.on_ready:
                 await hook()
             await self._start_http()
@@ -130,6 +136,19 @@ class ServiceRuntime:
             await self._client.close()
             await self._engine.dispose()
             log.info("service.stopped", service=self.name)
+
+    async def _declare_topology(self) -> None:
+        """Declare what this process may: everything (``pipeline``) or its own queues.
+
+        As its own least-privileged broker user (``declare_topology=own``) a service may
+        not declare other services' queues nor the exchanges; provisioning did that with
+        an administrator account, and the exchanges are only checked here.
+        """
+        specs = list(self.topology.pipeline_specs(self.settings).values())
+        own = self.settings.declare_topology == "own"
+        if own:
+            specs = [spec for spec in specs if spec.service == self.name]
+        await declare_pipeline(self.settings.amqp_url, self.topology, specs, exchanges=not own)
 
     async def _start_http(self) -> None:
         self._runner = web.AppRunner(self.http, access_log=None, handle_signals=False)

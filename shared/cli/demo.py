@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from shared.auth import create_key, revoke_key
+from shared.broker_access import provision_services, service_env
 from shared.cli.ops import job_assets, job_row, load_seed, migrate, publish_submission, watch_job
 from shared.cli.processes import SERVICES, Supervisor, service_argv, simulator_argv
 from shared.db.session import make_engine, make_sessionmaker
@@ -124,7 +125,10 @@ async def _run(
                 ready_url=f"http://127.0.0.1:{port}/system_stats",
             )
             console.print(f"ComfyUI simulator on port {port}")
-        env = settings.as_env()
+        # Each service as its own least-privileged broker user where the account may
+        # provision them (guest on a development broker may); otherwise as the account.
+        urls = await provision_services(settings)
+        env = {s: service_env(settings, urls, s) if urls else settings.as_env() for s in SERVICES}
         ports = {
             "ingest": settings.ingest_port,
             "renderer": settings.renderer_port,
@@ -135,7 +139,7 @@ async def _run(
             await supervisor.start(
                 service,
                 service_argv(service),
-                env=env,
+                env=env[service],
                 ready_url=f"http://{settings.http_host}:{ports[service]}/readyz",
             )
             console.print(f"{service} ready on port {ports[service]}")

@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from shared.cli.broker_cmd import broker_app
 from shared.cli.characters import characters_app
 from shared.cli.keys import keys_app
 from shared.settings import REPO_ROOT, get_settings
@@ -31,6 +32,7 @@ docs_app = typer.Typer(help="Generated documents (AsyncAPI, JSON Schemas).", no_
 app.add_typer(docs_app, name="docs")
 app.add_typer(keys_app, name="keys")
 app.add_typer(characters_app, name="characters")
+app.add_typer(broker_app, name="broker")
 console = Console()
 err = Console(stderr=True, soft_wrap=True)
 
@@ -105,6 +107,7 @@ def up(
     """
     import os
 
+    from shared.broker_access import provision_services, service_env
     from shared.cli.processes import Supervisor, service_argv, simulator_argv
 
     colours = {"ingest": "cyan", "renderer": "magenta", "archiver": "green", "notifier": "yellow"}
@@ -117,7 +120,12 @@ def up(
     async def main() -> None:
         settings = get_settings()
         supervisor = Supervisor(sink=sink)
-        env = settings.as_env()
+        env = {s: settings.as_env() for s in SERVICE_NAMES}
+        # Each service as its own least-privileged broker user where the account may
+        # provision them (guest on a development broker may); otherwise as the account.
+        urls = await provision_services(settings)
+        if urls is not None:
+            env = {s: service_env(settings, urls, s) for s in SERVICE_NAMES}
         try:
             if simulator and "ANIME_COMFYUI_URLS" not in os.environ:
                 url = settings.comfyui_urls[0]
@@ -130,7 +138,7 @@ def up(
                     ready_url=f"{url}/system_stats",
                 )
             for service in ("archiver", "notifier", "renderer", "ingest"):
-                await supervisor.start(service, service_argv(service), env=env)
+                await supervisor.start(service, service_argv(service), env=env[service])
             await asyncio.Event().wait()
         finally:
             await supervisor.stop_all()

@@ -10,18 +10,18 @@ from typing import Any
 
 import aiohttp
 import asyncpg
-from faststream.rabbit import RabbitBroker
+from faststream.rabbit import ExchangeType, RabbitBroker, RabbitExchange
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
 from services.ingest.references import ReferenceStore
 from services.ingest.seed import seed
+from shared.broker_access import intake_exchange_name
 from shared.db.migrate import upgrade_async
 from shared.db.models import Asset, Job, JobState
 from shared.db.session import make_engine, make_sessionmaker
 from shared.events import JobSubmitted
 from shared.settings import Settings
-from shared.topology import Topology
 
 FINAL_STATES = frozenset({"completed", "failed", "cancelled", "rejected"})
 
@@ -61,13 +61,20 @@ async def publish_submission(settings: Settings, request: dict[str, Any]) -> Job
     event = JobSubmitted.model_validate(
         {"job_id": uuid.uuid4(), "correlation_id": uuid.uuid4().hex, **request}
     )
-    topology = Topology.from_settings(settings)
+    # The outside door (shared/broker_access.py): only job.submitted.# crosses from it
+    # into the events exchange. Passive: a missing door is an error, not a new exchange.
+    intake = RabbitExchange(
+        intake_exchange_name(settings.exchange),
+        type=ExchangeType.TOPIC,
+        durable=True,
+        declare=False,
+    )
     broker = RabbitBroker(settings.amqp_url, logger=None)
     async with broker:
         await broker.connect()
         await broker.publish(
             event.model_dump_json().encode(),
-            exchange=topology.exchange,
+            exchange=intake,
             routing_key=event.routing_key(),
             persist=True,
             correlation_id=event.correlation_id,

@@ -76,8 +76,11 @@ async def delete_topology(amqp_url: str, settings: Settings) -> None:
             channel = await connection.channel()
             with suppress(Exception):
                 await channel.queue_delete(name)
-        channel = await connection.channel()
-        with suppress(Exception):
-            await channel.exchange_delete(settings.exchange)
+        from shared.broker_access import intake_exchange_name
+
+        for exchange in (intake_exchange_name(settings.exchange), settings.exchange):
+            channel = await connection.channel()
+            with suppress(Exception):
+                await channel.exchange_delete(exchange)
     finally:
         await connection.close()

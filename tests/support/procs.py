@@ -1,12 +1,19 @@
-"""The pipeline as separate OS processes, for end-to-end tests."""
+"""The pipeline as separate OS processes, for end-to-end tests.
+
+Each service runs as its own least-privileged broker user, provisioned for the run (the
+run's queue prefix is in the user names) and deleted at the end, so these tests exercise
+the real permissions (shared/broker_access.py). Where the broker account cannot
+provision (no management API), the services fall back to that account.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from shared.broker_access import provision_services, revoke, service_env
 from shared.cli.processes import Supervisor, service_argv, simulator_argv
 from shared.settings import Settings
 from tests.support.pipeline import free_port
@@ -19,6 +26,13 @@ class Pipeline:
     settings: Settings
     supervisor: Supervisor
     log_dir: Path
+    #: ``{role: amqp_url}`` of the run's broker users; ``None``: all run as the settings' user.
+    broker_urls: dict[str, str] | None = field(default=None)
+
+    def env(self, service: str) -> dict[str, str]:
+        if self.broker_urls is None:
+            return self.settings.as_env()
+        return service_env(self.settings, self.broker_urls, service)
 
     def ready_url(self, service: str) -> str:
         port = getattr(self.settings, f"{service}_port")
@@ -28,7 +42,7 @@ class Pipeline:
         await self.supervisor.start(
             service,
             service_argv(service),
-            env=self.settings.as_env(),
+            env=self.env(service),
             ready_url=self.ready_url(service),
             timeout=60,
         )
@@ -56,6 +70,7 @@ async def pipeline_processes(
     """Simulator(s) plus the four services, each its own process; all stopped at exit."""
     supervisor = Supervisor(log_dir=tmp / "logs")
     urls = []
+    broker_urls = await provision_services(settings)
     try:
         for index in range(simulators):
             port = free_port()
@@ -72,10 +87,21 @@ async def pipeline_processes(
                 ready_url=f"{url}/system_stats",
             )
         pipeline = Pipeline(
-            settings.model_copy(update={"comfyui_urls": urls}), supervisor, tmp / "logs"
+            settings.model_copy(update={"comfyui_urls": urls}),
+            supervisor,
+            tmp / "logs",
+            broker_urls=broker_urls,
         )
         for service in START_ORDER:
             await pipeline.start(service)
         yield pipeline
     finally:
         await supervisor.stop_all()
+        if broker_urls is not None:
+            await revoke(settings, [run_user(url) for url in broker_urls.values()])
+
+
+def run_user(amqp_url: str) -> str:
+    from urllib.parse import unquote, urlsplit
+
+    return unquote(urlsplit(amqp_url).username or "")

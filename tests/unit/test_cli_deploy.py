@@ -88,8 +88,11 @@ def test_the_simulator_is_optional_and_real_comfyui_is_a_setting(compose: dict[s
 
 def test_environment_names_are_settings(compose: dict[str, Any]) -> None:
     """A typo in an ANIME_ variable would be silently ignored by the services."""
+    from shared.broker_access import INTERNAL_ROLES, password_env
+
     fields = {f"ANIME_{name.upper()}" for name in Settings.model_fields}
     extra = {"ANIME_MANAGEMENT_URL", "ANIME_MANAGEMENT_PORT"}  # read by shared/queues.py
+    extra |= {password_env(role) for role in INTERNAL_ROLES}  # read by `anime broker provision`
     for name, service in compose["services"].items():
         for variable in service.get("environment") or {}:
             if variable.startswith("ANIME_"):
@@ -109,13 +112,17 @@ def test_rabbitmq_is_configured_from_files(compose: dict[str, Any]) -> None:
     ):
         assert mounts[target].is_file(), target
     conf = (DEPLOY / "rabbitmq/rabbitmq.conf").read_text()
-    assert "load_definitions = /etc/rabbitmq/definitions.json" in conf
+    # Not loaded at boot: that would stop RabbitMQ creating the administrator.
+    assert not re.search(r"^\s*load_definitions", conf, re.MULTILINE)
     assert "rabbitmq_management" in (DEPLOY / "rabbitmq/enabled_plugins").read_text()
     definitions = json.loads((DEPLOY / "rabbitmq/definitions.json").read_text())
-    (user,) = definitions["users"]
     vhost = definitions["vhosts"][0]["name"]
-    url = compose["services"]["renderer"]["environment"]["ANIME_AMQP_URL"]
-    assert url.startswith(f"amqp://{user['name']}:") and url.endswith(f"@rabbitmq:5672/{vhost}")
+    assert rabbit["environment"]["RABBITMQ_DEFAULT_VHOST"] == vhost
+    users = {u["name"] for u in definitions["users"]}
+    for name in SERVICES:
+        url = compose["services"][name]["environment"]["ANIME_AMQP_URL"]
+        assert url.startswith(f"amqp://{name}:") and url.endswith(f"@rabbitmq:5672/{vhost}")
+        assert name in users
     assert {p["vhost"] for p in definitions["policies"]} == {vhost}
     assert definitions["exchanges"][0]["name"] == Settings().exchange
 
