@@ -78,6 +78,11 @@ class Settings(BaseSettings):
     #: ``/metrics`` requires ``Authorization: Bearer <this>`` when set; unset, it is open
     #: (for a scraper on a private network). See docs/operations.md.
     metrics_token: str | None = None
+    #: Archiver: what this process does, ``ledger``, ``archive`` or both (the default).
+    #: Run one process of each so that archiving never queues behind a ledger backlog.
+    archiver_roles: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["ledger", "archive"]
+    )
 
     @field_validator("database_url")
     @classmethod
@@ -95,7 +100,7 @@ class Settings(BaseSettings):
             return [u.strip().rstrip("/") for u in value.split(",") if u.strip()]
         return value
 
-    @field_validator("transient_exception_types", mode="before")
+    @field_validator("transient_exception_types", "archiver_roles", mode="before")
     @classmethod
     def _split_names(cls, value: object) -> object:
         if isinstance(value, str):
