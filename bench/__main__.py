@@ -4,6 +4,11 @@
     python -m bench --quick         # small N, a few minutes
     python -m bench --only latency --only overhead
     python -m bench --jobs 3000 --no-profile
+    python -m bench --only baseline --jobs 2000   # the bare chain alone
+
+The throughput benchmark first runs the bare baseline chain (bench/baseline: four
+FastStream processes, quorum queues, persistent confirmed messages, one INSERT per stage,
+one fsync'd file) with the same N, and prints the pipeline's figures as ratios to it.
 
 Prints each figure with its target, writes ``bench/results/<mode>-<time>.json`` (and
 ``latest.json``), a chart ``bench/results/<mode>-<time>.png`` (and ``latest.png``) and
@@ -29,12 +34,16 @@ from bench import chart, procstat, scenarios
 from bench.harness import Result
 
 ALL = ("throughput", "latency", "overhead", "utilization")
+#: Not run by default on its own: ``throughput`` already runs the baseline first.
+EXTRA = ("baseline",)
 
 
 def parse(argv: list[str]) -> tuple[argparse.Namespace, scenarios.Options]:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small N for a quick look")
-    parser.add_argument("--only", action="append", choices=ALL, help="run only these (repeatable)")
+    parser.add_argument(
+        "--only", action="append", choices=(*ALL, *EXTRA), help="run only these (repeatable)"
+    )
     parser.add_argument("--jobs", type=int, help="jobs per throughput round (10000)")
     parser.add_argument("--no-second-round", action="store_true", help="skip the footprint round")
     parser.add_argument("--simulators", type=int, default=2, help="backends for throughput/latency")
@@ -42,12 +51,17 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, scenarios.Options]:
     parser.add_argument("--overhead-jobs", type=int, help="jobs of 1 s for the overhead ratio (60)")
     parser.add_argument("--window", type=float, help="utilisation window in seconds (30)")
     parser.add_argument("--no-profile", action="store_true", help="skip py-spy")
+    parser.add_argument(
+        "--no-baseline", action="store_true", help="throughput without the baseline chain"
+    )
     parser.add_argument("--out", type=Path, default=scenarios.Options.out)
     args = parser.parse_args(argv)
     opts = scenarios.Options(simulators=args.simulators, out=args.out, profile=not args.no_profile)
     if args.quick:
         opts.jobs, opts.latency_seconds, opts.calm_seconds = 1000, 15.0, 10.0
         opts.overhead_jobs, opts.utilization_window, opts.profile_seconds = 10, 10.0, 10.0
+    if args.no_baseline:
+        opts.baseline = False
     if args.jobs:
         opts.jobs = args.jobs
     if args.no_second_round:
@@ -66,6 +80,14 @@ def show(result: Result) -> None:
     for key, value in result.figures.items():
         if key in ("profiles",):
             continue
+        if key == "side_by_side":
+            print(f"  {key}:")
+            print(f"    {'':44} {'pipeline':>10} {'baseline':>10} {'ratio':>7}")
+            for what, pipeline, baseline, ratio in value:
+                print(
+                    f"    {what:44} {_cell(pipeline):>10} {_cell(baseline):>10} {_cell(ratio):>7}"
+                )
+            continue
         if isinstance(value, dict):
             print(f"  {key}:")
             for k, v in value.items():
@@ -80,6 +102,10 @@ def show(result: Result) -> None:
         print(f"  TARGET {key}: {value} vs {target['target']} → {verdict}{ratio}")
     for note in result.notes:
         print(f"  note: {note}")
+
+
+def _cell(value: object) -> str:
+    return "—" if value is None else str(value)
 
 
 async def run(args: argparse.Namespace, opts: scenarios.Options) -> int:
@@ -100,6 +126,7 @@ async def run(args: argparse.Namespace, opts: scenarios.Options) -> int:
         "latency": scenarios.latency,
         "overhead": scenarios.overhead,
         "utilization": scenarios.utilization,
+        "baseline": scenarios.baseline,
     }
     failed = 0
     for name in chosen:
@@ -107,6 +134,14 @@ async def run(args: argparse.Namespace, opts: scenarios.Options) -> int:
         print(f"\n>>> {name} …", flush=True)
         try:
             results = await runners[name](opts, series)
+        except scenarios.PartialFailure as exc:  # show what was measured before it broke
+            failed += 1
+            for result in exc.results:
+                show(result)
+                report["results"][result.name] = asdict(result)
+            print(f"  {name} FAILED: {exc}")
+            report["results"][name] = {"error": str(exc)}
+            continue
         except Exception as exc:  # report and go on with the next benchmark
             failed += 1
             print(f"  {name} FAILED: {type(exc).__name__}: {exc}")

@@ -16,7 +16,10 @@ from typing import Any
 import aiohttp
 
 from bench import procstat
+from bench.baseline import chain as baseline_chain
 from bench.harness import (
+    AMQP_URL,
+    DATABASE_SERVER_URL,
     SERVICES,
     Bench,
     Result,
@@ -53,9 +56,20 @@ class Options:
     overhead_render: float = 1.0
     utilization_window: float = 30.0
     profile: bool = True
+    baseline: bool = True
+    baseline_prefetch: int = 32
     profile_seconds: float = 20.0
     out: Path = REPO_ROOT / "bench" / "results"
     tmp: Path = Path("/tmp")
+
+
+class PartialFailure(Exception):
+    """A benchmark broke after some of its results were measured (reported anyway)."""
+
+    def __init__(self, results: list[Result], cause: BaseException) -> None:
+        super().__init__(f"{type(cause).__name__}: {cause}")
+        self.results = results
+        self.cause = cause
 
 
 @dataclass
@@ -119,6 +133,13 @@ async def _round(
     cpu = procstat.spent(cpu_before, procstat.snapshot(), _labels(bench))
     assert accepted_at is not None
     wall = finished_at - start
+    # The same "done" clock as the baseline's: the last job's final state as the ledger
+    # stamped it, minus the first submission (the poll above is 0.5 s coarse).
+    sent = publishing.result()
+    last_final = await bench.db.fetchval(
+        "SELECT max(finished_at) FROM job_states WHERE job_id = ANY($1)", list(sent)
+    )
+    ledger_wall = epoch(last_final) - min(sent.values()) if last_final else wall
     # Steady archiving rate: between 10 % and 90 % of jobs archived (files and rows).
     # (Final states come in a late rush: the ledger queue is FIFO and every job's
     # job.archived waits behind the events published before it.)
@@ -139,15 +160,119 @@ async def _round(
         "archive_rate": round(n / ((archived_at or finished_at) - start), 2),
         "all_final_seconds": round(wall, 2),
         "throughput": round(n / wall, 2),
+        "all_final_seconds_ledger": round(ledger_wall, 3),
+        "throughput_ledger": round(n / ledger_wall, 2),
         "steady_archive_rate_10_90": round(steady, 2),
         "states": {r["state"]: r["n"] for r in states},
         "cpu_seconds": {k: round(v, 1) for k, v in cpu.items() if v >= 0.05},
         "cpu_ms_per_job": {k: round(v / n * 1000, 2) for k, v in cpu.items() if v >= 0.05},
+        **_charged(cpu, n),
     }
 
 
+def _charged(cpu: dict[str, float], n: int) -> dict[str, Any]:
+    """The CPU total charged to the pipeline, counted as the baseline's is: the four
+    services, the bench process, RabbitMQ and PostgreSQL (not the simulators, which
+    stand in for ComfyUI, nor whatever else ran on the machine)."""
+    figures = baseline_chain.cpu_figures(cpu, n, chain_labels=SERVICES)
+    return {
+        "cpu_ms_per_job_total": figures["cpu_ms_per_job_total"],
+        "cpu_ms_per_job_elsewhere_not_charged": figures["cpu_ms_per_job_elsewhere_not_charged"],
+    }
+
+
+async def _baseline_round(opts: Options) -> Result:
+    """The bare chain (bench/baseline): the floor the pipeline's figures are divided by."""
+    n = opts.jobs
+    figures = await baseline_chain.measure(
+        n,
+        opts.tmp / f"bench-baseline-{uuid.uuid4().hex[:6]}",
+        amqp_url=AMQP_URL,
+        database_server_url=DATABASE_SERVER_URL,
+        requests=[shot(i) for i in range(n)],
+        prefetch=opts.baseline_prefetch,
+    )
+    result = Result("baseline")
+    result.figures = {
+        "what": "4 FastStream processes (ingest → render → archive → notify), quorum queues, "
+        "persistent messages + publisher confirms, 1 PostgreSQL INSERT per stage, "
+        "1 fsync'd 4 KiB file (+ directory fsync) in the archive stage; submitted like "
+        "the pipeline's round (all at once over AMQP); done = last stage's row committed",
+        **figures,
+    }
+    return result
+
+
+async def baseline(opts: Options, series: Series) -> list[Result]:
+    """The baseline chain alone (``--only baseline``)."""
+    return [await _baseline_round(opts)]
+
+
+def _side_by_side(round1: dict[str, Any], base: dict[str, Any]) -> list[list[Any]]:
+    """Rows of (what, pipeline, baseline, pipeline / baseline)."""
+
+    def row(what: str, p: float | None, b: float | None) -> list[Any]:
+        ratio = round(p / b, 2) if p is not None and b else None
+        return [what, p, b, ratio]
+
+    pcpu, bcpu = round1["cpu_ms_per_job"], base["cpu_ms_per_job"]
+    rows = [
+        row("jobs/s (first submit → last done)", round1["throughput_ledger"], base["throughput"]),
+        row(
+            "CPU ms/job, total charged",
+            round1["cpu_ms_per_job_total"],
+            base["cpu_ms_per_job_total"],
+        ),
+    ]
+    for stage, service in baseline_chain.COUNTERPART.items():
+        rows.append(row(f"  {service} / {stage}", pcpu.get(service), bcpu.get(stage)))
+    for family, label in (("beam.smp", "RabbitMQ"), ("postgres", "PostgreSQL")):
+        rows.append(row(f"  {label}", pcpu.get(family), bcpu.get(family)))
+    bench_label = baseline_chain.BENCH_LABEL
+    rows.append(row(f"  {bench_label}", pcpu.get(bench_label), bcpu.get(bench_label)))
+    rows.append(row("  simulators (not charged)", pcpu.get("simulators"), None))
+    rows.append(
+        row(
+            "  elsewhere on the machine (not charged)",
+            round1["cpu_ms_per_job_elsewhere_not_charged"],
+            base["cpu_ms_per_job_elsewhere_not_charged"],
+        )
+    )
+    return rows
+
+
 async def throughput(opts: Options, series: Series) -> list[Result]:
-    """1 throughput, 5 burst absorption, 6 footprint: one pipeline, two rounds of N."""
+    """1 throughput, 5 burst absorption, 6 footprint: one pipeline, two rounds of N; and
+    the bare baseline chain with the same N just before, for the ratios."""
+    base: Result | None = None
+    if opts.baseline:
+        base = await _baseline_round(opts)
+    try:
+        results = await _pipeline_throughput(opts, series)
+    except Exception as exc:
+        if base is None:
+            raise
+        base.notes.append("the pipeline's throughput round failed: no ratios")
+        raise PartialFailure([base], exc) from exc
+    if base is None:
+        return results
+    tp = results[0]
+    round1, floor = tp.figures["round_1"], base.figures
+    tp.figures["side_by_side"] = _side_by_side(round1, floor)
+    speed = round(round1["throughput_ledger"] / floor["throughput"], 3)
+    cost = round(round1["cpu_ms_per_job_total"] / floor["cpu_ms_per_job_total"], 3)
+    tp.target("throughput_vs_baseline", speed, 0.7, at_most=False)
+    tp.target("throughput_vs_baseline_stretch", speed, 1.0, at_most=False)
+    tp.target("cpu_per_job_vs_baseline", cost, 2.0, at_most=True)
+    tp.notes.append(
+        "ratios use the same clock for both: last job's final state (ledger finished_at / "
+        "baseline's last-stage row) minus the first submission; CPU charged = the four "
+        "processes + bench + RabbitMQ + PostgreSQL, from /proc, both rounds counted alike"
+    )
+    return [base, *results]
+
+
+async def _pipeline_throughput(opts: Options, series: Series) -> list[Result]:
     tmp = opts.tmp / f"bench-throughput-{uuid.uuid4().hex[:6]}"
     n = opts.jobs
     async with bench_pipeline(tmp, render_seconds=0.0, simulators=opts.simulators) as bench:

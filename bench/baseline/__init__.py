@@ -1,0 +1,1 @@
+"""The bare four-stage baseline chain the pipeline's throughput is measured against."""
