@@ -47,6 +47,7 @@ from shared.events import (
     JobFailed,
     JobProgress,
     JobRejected,
+    JobRendered,
     JobRetrying,
     JobStarted,
     LedgerEntry,
@@ -287,6 +288,9 @@ def _apply_details(state: _State, event: Event, *, moved: bool) -> None:
             max(state.progress, event.percent) if event.attempt == state.attempt else event.percent
         )
         state.attempt = event.attempt
+    elif isinstance(event, JobRendered) and event.attempt >= state.attempt:
+        state.attempt = event.attempt
+        state.progress = 100.0
     elif isinstance(event, JobRetrying):
         state.reason = event.reason
         state.attempt = max(state.attempt, event.attempt)

@@ -217,7 +217,11 @@ class RenderService:
             result = await backend.client.wait(
                 prompt_id, on_progress=progress, timeout=self.render_timeout
             )
-            await progress.send(100.0)
+            if progress.seq:
+                # Close the bar watchers have been following. A render that finished
+                # before any progress was worth sending gets no lone 100 %: its
+                # job.rendered says the same (the ledger sets progress to 100 on it).
+                await progress.send(100.0)
             RENDER_SECONDS.labels(backend.url).observe(time.monotonic() - started)
             return Rendered(
                 backend=backend.url,
