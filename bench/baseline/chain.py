@@ -29,6 +29,7 @@ import asyncpg
 from bench import procstat
 from bench.baseline.stage import STAGES, TABLES, exchange_name, queue_name, schema_sql
 from shared.cli.processes import Supervisor
+from shared.settings import REPO_ROOT
 from tests.support.db import create_database, drop_database
 
 #: The pipeline's counterpart of each baseline stage, for the side-by-side table.
@@ -116,7 +117,9 @@ async def baseline_chain(
         args = {"amqp": amqp_url, "dsn": dsn, "prefix": prefix, "files": str(files)}
         readies = {stage: tmp / f"{stage}.ready" for stage in STAGES}
         for stage in STAGES:
-            await supervisor.start(stage, stage_argv(stage, args, readies[stage], prefetch))
+            await supervisor.start(
+                stage, stage_argv(stage, args, readies[stage], prefetch), cwd=REPO_ROOT
+            )
         await _wait_ready(supervisor, readies, timeout=start_timeout)
         pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
         yield Chain(amqp_url, prefix, database_url, files, supervisor, pool)
