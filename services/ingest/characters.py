@@ -5,16 +5,13 @@ from __future__ import annotations
 import difflib
 import uuid
 from collections.abc import Callable, Sequence
+from typing import Any
 
-from sqlalchemy import ColumnElement, func, or_, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import ColumnElement, or_, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from shared.db.models import (
-    CharacterAttribute,
-    CharacterDefinition,
-    CharacterReference,
-    CharacterVersion,
-)
+from services.ingest.caches import Lru
+from shared.db.models import CharacterDefinition
 from shared.events import CharacterDefinition as DefinitionBody
 from shared.events import CharacterRef, CharacterSnapshot, Problem, ReferenceImage
 
@@ -34,7 +31,7 @@ def visible_to(project_id: uuid.UUID | None) -> ColumnElement[bool]:
 
 
 async def suggest_names(
-    session: AsyncSession, project_id: uuid.UUID | None, name: str
+    session: AsyncSession | AsyncConnection, project_id: uuid.UUID | None, name: str
 ) -> list[str]:
     names = (
         await session.scalars(select(CharacterDefinition.name).where(visible_to(project_id)))
@@ -47,123 +44,150 @@ async def suggest_names(
     return [by_fold[c] for c in close] + sorted(partial)[:3]
 
 
-async def _find(
-    session: AsyncSession, project_id: uuid.UUID | None, ref: CharacterRef
-) -> CharacterDefinition | None:
-    query = select(CharacterDefinition).where(visible_to(project_id))
-    if ref.id is not None:
-        query = query.where(CharacterDefinition.id == ref.id)
-    else:
-        assert ref.name is not None
-        query = query.where(func.lower(CharacterDefinition.name) == ref.name.strip().lower())
-    # A project's own character wins over a global one of the same name.
-    query = query.order_by(CharacterDefinition.project_id.is_(None))
-    return (await session.scalars(query.limit(1))).first()
-
-
-async def snapshot(
-    session: AsyncSession,
-    character: CharacterDefinition,
-    version: CharacterVersion,
-    reference_url: ReferenceUrl,
-) -> CharacterSnapshot:
-    attributes = (
-        await session.scalars(
-            select(CharacterAttribute)
-            .where(CharacterAttribute.character_id == character.id)
-            .order_by(CharacterAttribute.key)
-        )
-    ).all()
-    references = (
-        await session.scalars(
-            select(CharacterReference)
-            .where(CharacterReference.character_id == character.id)
-            .order_by(CharacterReference.created_at, CharacterReference.sha256)
-        )
-    ).all()
-    return CharacterSnapshot(
-        character_id=character.id,
-        name=character.name,
-        version=version.version,
-        version_id=version.id,
-        definition=DefinitionBody.model_validate(version.definition),
-        attributes={a.key: a.value for a in attributes},
-        references=[
-            ReferenceImage(
-                sha256=r.sha256,
-                kind=r.kind,  # type: ignore[arg-type]
-                weight=r.weight,
-                mime=r.mime,
-                url=reference_url(r.sha256),
-            )
-            for r in references
-        ],
-    )
-
-
-async def resolve_characters(
-    session: AsyncSession,
-    project_id: uuid.UUID | None,
-    refs: Sequence[CharacterRef],
-    reference_url: ReferenceUrl,
-) -> tuple[list[CharacterSnapshot], list[Problem]]:
-    """Snapshot every named character at its pinned (or current) version.
-
-    Returns every problem found, not only the first, so a client fixes them all at once.
+#: Every character a request names, in one round trip: ``unnest`` keeps the request's
+#: order (``ord``); per name or id the lateral join picks the character the project sees
+#: (its own before a global one of the same name); the version is the pinned one, else
+#: the *current* one (which changes, so it is read every time); attributes and
+#: references are per character and mutable, so they are read every time too.
+#: A character that does not exist comes back as a row with ``id`` NULL.
+_RESOLVE = text(
     """
-    snapshots: list[CharacterSnapshot] = []
-    problems: list[Problem] = []
-    seen: set[uuid.UUID] = set()
-    for index, ref in enumerate(refs):
-        field = f"characters[{index}]"
-        character = await _find(session, project_id, ref)
-        if character is None:
-            suggestions = await suggest_names(session, project_id, ref.name) if ref.name else []
-            hint = f"; did you mean {', '.join(suggestions)}?" if suggestions else ""
-            problems.append(
-                Problem(
-                    field=f"{field}.{'name' if ref.name else 'id'}",
-                    code="unknown_character",
-                    message=f"no character {ref.label()!r} in this project{hint}",
-                    suggestions=suggestions,
-                )
+    SELECT c.id, c.name, c.current_version, v.id AS version_id, v.version,
+           v.definition,
+           (SELECT coalesce(json_agg(json_build_array(a.key, a.value) ORDER BY a.key),
+                            '[]'::json)
+              FROM character_attributes a WHERE a.character_id = c.id) AS attributes,
+           (SELECT coalesce(json_agg(json_build_array(x.sha256, x.kind, x.weight, x.mime)
+                                     ORDER BY x.created_at, x.sha256), '[]'::json)
+              FROM character_references x WHERE x.character_id = c.id) AS refs
+      FROM unnest(CAST(:ids AS uuid[]), CAST(:names AS text[]), CAST(:versions AS bigint[]))
+           WITH ORDINALITY AS r(id, name, version, ord)
+      LEFT JOIN LATERAL (
+            SELECT d.id, d.name, d.current_version
+              FROM character_definitions d
+             WHERE (d.project_id = CAST(:project_id AS uuid) OR d.project_id IS NULL)
+               AND ((r.id IS NOT NULL AND d.id = r.id)
+                    OR (r.id IS NULL AND lower(d.name) = r.name))
+             ORDER BY d.project_id IS NULL
+             LIMIT 1
+      ) c ON true
+      LEFT JOIN character_versions v
+             ON v.character_id = c.id AND v.version = coalesce(r.version, c.current_version)
+     ORDER BY r.ord
+    """
+)
+
+
+class CharacterResolver:
+    """Resolves a request's characters to version snapshots, one query per request.
+
+    A version's definition is an immutable row, so it is validated once and kept in a
+    bounded LRU by version id. Which version is *current*, which character a name
+    means in a project, the attributes and the references can change, so the query
+    reads them every time.
+    """
+
+    def __init__(self, reference_url: ReferenceUrl, *, cache_size: int = 1024) -> None:
+        self.reference_url = reference_url
+        self.definitions: Lru[uuid.UUID, DefinitionBody] = Lru(cache_size)
+
+    async def resolve(
+        self,
+        conn: AsyncConnection,
+        project_id: uuid.UUID | None,
+        refs: Sequence[CharacterRef],
+    ) -> tuple[list[CharacterSnapshot], list[Problem]]:
+        """Snapshot every named character at its pinned (or current) version.
+
+        Returns every problem found, not only the first, so a client fixes them all at once.
+        """
+        if not refs:
+            return [], []
+        rows = (
+            await conn.execute(
+                _RESOLVE,
+                {
+                    "project_id": project_id,
+                    "ids": [ref.id for ref in refs],
+                    "names": [
+                        ref.name.strip().lower() if ref.id is None and ref.name else None
+                        for ref in refs
+                    ],
+                    # A pin beyond PostgreSQL's integer cannot exist (and would not fit).
+                    "versions": [
+                        None if ref.version is None else min(ref.version, MAX_VERSION + 1)
+                        for ref in refs
+                    ],
+                },
             )
-            continue
-        if character.id in seen:
-            problems.append(
-                Problem(
-                    field=field,
-                    code="duplicate_character",
-                    message=f"{character.name!r} is named twice",
-                )
-            )
-            continue
-        seen.add(character.id)
-        wanted = ref.version or character.current_version
-        version = (
-            None
-            if wanted > MAX_VERSION
-            else (
-                await session.scalars(
-                    select(CharacterVersion).where(
-                        CharacterVersion.character_id == character.id,
-                        CharacterVersion.version == wanted,
+        ).all()
+        snapshots: list[CharacterSnapshot] = []
+        problems: list[Problem] = []
+        seen: set[uuid.UUID] = set()
+        for index, (ref, row) in enumerate(zip(refs, rows, strict=True)):
+            field = f"characters[{index}]"
+            if row.id is None:
+                suggestions = await suggest_names(conn, project_id, ref.name) if ref.name else []
+                hint = f"; did you mean {', '.join(suggestions)}?" if suggestions else ""
+                problems.append(
+                    Problem(
+                        field=f"{field}.{'name' if ref.name else 'id'}",
+                        code="unknown_character",
+                        message=f"no character {ref.label()!r} in this project{hint}",
+                        suggestions=suggestions,
                     )
                 )
-            ).first()
-        )
-        if version is None:
-            problems.append(
-                Problem(
-                    field=f"{field}.version",
-                    code="unknown_version",
-                    message=(
-                        f"{character.name!r} has no version {wanted} "
-                        f"(current is {character.current_version})"
-                    ),
-                    suggestions=[str(character.current_version)],
+                continue
+            if row.id in seen:
+                problems.append(
+                    Problem(
+                        field=field,
+                        code="duplicate_character",
+                        message=f"{row.name!r} is named twice",
+                    )
+                )
+                continue
+            seen.add(row.id)
+            wanted = ref.version or row.current_version
+            if row.version_id is None or wanted > MAX_VERSION:
+                problems.append(
+                    Problem(
+                        field=f"{field}.version",
+                        code="unknown_version",
+                        message=(
+                            f"{row.name!r} has no version {wanted} "
+                            f"(current is {row.current_version})"
+                        ),
+                        suggestions=[str(row.current_version)],
+                    )
+                )
+                continue
+            snapshots.append(
+                CharacterSnapshot(
+                    character_id=row.id,
+                    name=row.name,
+                    version=row.version,
+                    version_id=row.version_id,
+                    definition=self._definition(row.version_id, row.definition),
+                    attributes=dict(row.attributes),
+                    references=[
+                        ReferenceImage(
+                            sha256=sha,
+                            kind=kind,
+                            weight=weight,
+                            mime=mime,
+                            url=self.reference_url(sha),
+                        )
+                        for sha, kind, weight, mime in row.refs
+                    ],
                 )
             )
-            continue
-        snapshots.append(await snapshot(session, character, version, reference_url))
-    return snapshots, problems
+        return snapshots, problems
+
+    def _definition(self, version_id: uuid.UUID, raw: Any) -> DefinitionBody:
+        cached = self.definitions.get(version_id)
+        if cached is not None:
+            return cached
+        definition = DefinitionBody.model_validate(raw)
+        self.definitions.put(version_id, definition)
+        return definition

@@ -34,10 +34,12 @@ def build_runtime(settings: Settings) -> ServiceRuntime:
     def reference_url(sha: str) -> str:
         return f"{settings.public_ingest_url}/v1/references/{sha}"
 
+    # The registry is loaded once per process: its names never change while it runs.
+    template_names = frozenset(templates.names())
     desk = SubmissionDesk(
         sessions=lambda: runtime.sessions(),
         bus=runtime.bus,
-        template_names=lambda: set(templates.names()),
+        template_names=lambda: template_names,
         reference_url=reference_url,
     )
     runtime.broker.include_router(build_router(runtime, desk))

@@ -13,25 +13,29 @@ consumer de-duplicates.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import difflib
 import hashlib
 import json
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Set
+from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import ValidationError
-from sqlalchemy import func, select, update
+from pydantic import TypeAdapter, ValidationError
+from sqlalchemy import bindparam, or_, select, text
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.ingest.characters import ReferenceUrl, resolve_characters
+from services.ingest.caches import Lru
+from services.ingest.characters import CharacterResolver, ReferenceUrl
 from services.ingest.hygiene import clean_text, header_token, scrub
 from services.ingest.problems import clean_problem, problems_from_validation
 from services.ingest.prompting import compose_negative, compose_prompt
 from services.ingest.screening import ENVELOPE_FIELDS, capped, screen
-from shared.db.models import Job, Project
+from shared.db.models import Job
 from shared.db.session import SessionFactory
 from shared.events import (
     SHOT_REQUEST_FIELDS,
@@ -98,21 +102,148 @@ def resolve_seed(request: ShotRequest, job_id: uuid.UUID, default_seeds: list[in
     return job_id.int % 2**32
 
 
+#: Statements run outside any transaction (each one is its own): the hot path reads
+#: only rows that are immutable or read once, writes one row, then marks it published.
+AUTOCOMMIT: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"}
+
+_RECORDED = select(
+    Job.id,
+    Job.request_id,
+    Job.request_hash,
+    Job.correlation_id,
+    Job.verdict,
+    Job.request,
+    Job.spec,
+    Job.problems,
+    Job.verdict_published_at,
+)
+#: One query for both questions about a request id: was this very request (same id,
+#: same body) recorded, and is another body already accepted under the id?
+_BY_REQUEST = _RECORDED.where(
+    Job.request_id == bindparam("request_id"),
+    or_(Job.request_hash == bindparam("request_hash"), Job.verdict == "accepted"),
+)
+_BY_ID = _RECORDED.where(Job.id == bindparam("job_id"))
+_PROJECT_ID = text("SELECT id FROM projects WHERE slug = :slug")
+_PROJECT_SLUGS = text("SELECT slug FROM projects")
+#: The verdict row. JSON goes in as text serialised once (pydantic for the spec);
+#: ``ON CONFLICT DO NOTHING``: nothing returned means the same request (or job id) was
+#: recorded concurrently.
+_INSERT_JOB = text(
+    """
+    INSERT INTO jobs (id, request_id, request_hash, correlation_id, project_slug, project_id,
+                      episode, scene, shot, template, priority, verdict, request, spec,
+                      problems, character_versions, character_version_ids, submitted_via)
+    VALUES (:id, :request_id, :request_hash, :correlation_id, :project_slug, :project_id,
+            :episode, :scene, :shot, :template, :priority, :verdict,
+            CAST(CAST(:request AS text) AS jsonb), CAST(CAST(:spec AS text) AS jsonb),
+            CAST(CAST(:problems AS text) AS jsonb),
+            CAST(CAST(:character_versions AS text) AS jsonb),
+            CAST(:character_version_ids AS uuid[]), :submitted_via)
+    ON CONFLICT DO NOTHING
+    RETURNING id
+    """
+)
+_MARK_PUBLISHED = text(
+    "UPDATE jobs SET verdict_published_at = now() WHERE id = ANY(CAST(:ids AS uuid[]))"
+)
+_PROBLEMS = TypeAdapter(list[Problem])
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Recorded:
+    """A request's row in ``jobs``: what a repeat of the request is answered from."""
+
+    id: uuid.UUID
+    request_id: str | None
+    request_hash: str
+    correlation_id: str
+    verdict: str
+    request: dict[str, Any]
+    spec: dict[str, Any] | None
+    problems: list[Any] | None
+    verdict_published_at: datetime | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Judged:
+    status: Status
+    job_id: uuid.UUID
+    problems: list[Problem]
+    event: JobAccepted | JobRejected
+
+
+@asynccontextmanager
+async def _autocommit(sessions: SessionFactory) -> AsyncIterator[AsyncConnection]:
+    """A pooled connection on which every statement commits on its own (no BEGIN)."""
+    async with sessions() as session:
+        yield await session.connection(execution_options=AUTOCOMMIT)
+
+
+class PublishedMarks:
+    """Notes in ``jobs`` that the broker confirmed verdicts, many jobs per statement.
+
+    :meth:`note` returns once the mark is committed, exactly as a statement of its own
+    would, so a caller still acks (or answers) only after it; but every job confirmed
+    while one ``UPDATE`` runs shares the next one (group commit). Under load that is
+    one statement for many jobs, alone it is one statement without ``BEGIN``/``COMMIT``.
+    """
+
+    def __init__(self, sessions: SessionFactory) -> None:
+        self.sessions = sessions
+        self._pending: list[tuple[uuid.UUID, asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def note(self, job_id: uuid.UUID) -> None:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((job_id, done))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write())
+        await done
+
+    async def _write(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                async with _autocommit(self.sessions) as conn:
+                    await conn.execute(_MARK_PUBLISHED, {"ids": [job_id for job_id, _ in batch]})
+            except Exception as exc:
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+            else:
+                for _, done in batch:
+                    if not done.done():
+                        done.set_result(None)
+
+
 class SubmissionDesk:
-    """Judges requests. Shared by the AMQP handler and the HTTP API."""
+    """Judges requests. Shared by the AMQP handler and the HTTP API.
+
+    Hot path (see the README): project ids by slug and character version definitions
+    are cached (both immutable once they exist; only found ones are cached); a new
+    request costs three statements (its rows by request id, its characters, the insert)
+    plus a share of one ``UPDATE`` marking confirmed verdicts, none in a transaction.
+    """
 
     def __init__(
         self,
         *,
         sessions: SessionFactory,
         bus: EventBus,
-        template_names: Callable[[], set[str]],
+        template_names: Callable[[], Set[str]],
         reference_url: ReferenceUrl,
+        cache_size: int = 1024,
     ) -> None:
         self.sessions = sessions
         self.bus = bus
         self.template_names = template_names
         self.reference_url = reference_url
+        #: Project id by slug. Projects are never renamed nor deleted; a slug not found
+        #: is not remembered (it may be created any moment).
+        self.projects: Lru[str, uuid.UUID] = Lru(cache_size)
+        self.characters = CharacterResolver(reference_url, cache_size=cache_size)
+        self.marks = PublishedMarks(sessions)
 
     async def submit(
         self,
@@ -128,157 +259,173 @@ class SubmissionDesk:
         request, problems = validate_request(body, via=via)
         request_id = _storable_request_id(raw.get("request_id"))
         request_hash = canonical_hash(raw, request if not problems else None)
-        if request_id is not None:
-            async with self.sessions() as session:
-                existing = await self._existing(session, request_id, request_hash)
-            if existing is not None:
-                return await self._replay(existing)
-
         job_id = job_id or (
             derived_id("job", request_id, request_hash) if request_id else uuid.uuid4()
         )
-        return await self._judge(
-            raw=raw,
-            request=request,
-            problems=problems,
-            job_id=job_id,
-            request_id=request_id,
-            request_hash=request_hash,
+        existing: Recorded | None = None
+        judged: _Judged | None = None
+        async with _autocommit(self.sessions) as conn:
+            conflict: Recorded | None = None
+            if request_id is not None:
+                rows = await self._by_request(conn, request_id, request_hash)
+                existing = next((r for r in rows if r.request_hash == request_hash), None)
+                if existing is None:
+                    conflict = next((r for r in rows if r.verdict == "accepted"), None)
+            if existing is None:
+                judged = await self._judge(
+                    conn,
+                    raw=raw,
+                    request=request,
+                    problems=problems,
+                    conflict=conflict,
+                    job_id=job_id,
+                    request_id=request_id,
+                    request_hash=request_hash,
+                    via=via,
+                    correlation_id=correlation_id,
+                )
+        if existing is not None:
+            return await self._replay(existing)
+        if judged is None:
+            # Someone recorded the same request (or the same job id) concurrently.
+            return await self._after_race(
+                raw, request_id, request_hash, job_id, via, correlation_id
+            )
+        await self._publish_verdict(judged.job_id, judged.event)
+        log.info(
+            "ingest.verdict",
+            job_id=str(judged.job_id),
+            status=judged.status,
             via=via,
-            correlation_id=correlation_id,
+            problems=[f"{p.field}: {p.message}" for p in judged.problems],
+        )
+        return Verdict(
+            status=judged.status, job_id=judged.job_id, problems=judged.problems, event=judged.event
         )
 
     # ------------------------------------------------------------------ steps
 
-    async def _existing(
-        self, session: AsyncSession, request_id: str | None, request_hash: str
-    ) -> Job | None:
-        if request_id is None:
-            return None
-        return (
-            await session.scalars(
-                select(Job).where(Job.request_id == request_id, Job.request_hash == request_hash)
-            )
-        ).first()
+    async def _by_request(
+        self, conn: AsyncConnection, request_id: str, request_hash: str
+    ) -> list[Recorded]:
+        """This request's row, and the job accepted under its id (at most two rows)."""
+        result = await conn.execute(
+            _BY_REQUEST, {"request_id": request_id, "request_hash": request_hash}
+        )
+        return [Recorded(*row) for row in result]
 
     async def _judge(
         self,
+        conn: AsyncConnection,
         *,
         raw: dict[str, Any],
         request: ShotRequest | None,
         problems: list[Problem],
+        conflict: Recorded | None,
         job_id: uuid.UUID,
         request_id: str | None,
         request_hash: str,
         via: Door,
         correlation_id: str,
-    ) -> Verdict:
-        async with self.sessions() as session, session.begin():
-            spec: JobSpec | None = None
-            project: Project | None = None
-            status: Status = "rejected"
-            if request is not None:
-                conflict = await self._accepted_with_other_body(session, request.request_id)
-                if conflict is not None:
-                    status = "conflict"
-                    problems.append(
-                        Problem(
-                            field="request_id",
-                            code="conflict",
-                            message=(
-                                f"request_id {request.request_id!r} already names job {conflict.id} "
-                                "with a different body; use a new request_id for a new shot"
-                            ),
-                        )
+    ) -> _Judged | None:
+        """Judge a new request and record the verdict; None if it was recorded meanwhile."""
+        spec: JobSpec | None = None
+        project_id: uuid.UUID | None = None
+        status: Status = "rejected"
+        if request is not None:
+            if conflict is not None:
+                status = "conflict"
+                problems.append(
+                    Problem(
+                        field="request_id",
+                        code="conflict",
+                        message=(
+                            f"request_id {request.request_id!r} already names job {conflict.id} "
+                            "with a different body; use a new request_id for a new shot"
+                        ),
                     )
-                else:
-                    project, more = await self._check_project_and_template(session, request)
-                    problems.extend(more)
-                    characters, more = await resolve_characters(
-                        session,
-                        project.id if project else None,
-                        request.characters,
-                        self.reference_url,
+                )
+            else:
+                project_id, more = await self._check_project_and_template(conn, request)
+                problems.extend(more)
+                characters, more = await self.characters.resolve(
+                    conn, project_id, request.characters
+                )
+                problems.extend(more)
+                if not problems:
+                    seed = resolve_seed(
+                        request, job_id, [c.definition.default_seed for c in characters]
                     )
-                    problems.extend(more)
-                    if not problems:
-                        seed = resolve_seed(
-                            request, job_id, [c.definition.default_seed for c in characters]
-                        )
-                        spec = JobSpec(
-                            request_id=request.request_id,
-                            location=ShotLocation(
-                                project=request.project,
-                                episode=request.episode,
-                                scene=request.scene,
-                                shot=request.shot,
-                            ),
-                            template=request.template,
-                            prompt=request.prompt,
-                            negative_prompt=request.negative_prompt,
-                            composed_prompt=compose_prompt(characters, request.prompt),
-                            composed_negative=compose_negative(characters, request.negative_prompt),
-                            params=request.params.model_copy(update={"seed": seed}),
-                            priority=request.priority,
-                            characters=characters,
-                        )
-                        status = "created"
+                    spec = JobSpec(
+                        request_id=request.request_id,
+                        location=ShotLocation(
+                            project=request.project,
+                            episode=request.episode,
+                            scene=request.scene,
+                            shot=request.shot,
+                        ),
+                        template=request.template,
+                        prompt=request.prompt,
+                        negative_prompt=request.negative_prompt,
+                        composed_prompt=compose_prompt(characters, request.prompt),
+                        composed_negative=compose_negative(characters, request.negative_prompt),
+                        params=request.params.model_copy(update={"seed": seed}),
+                        priority=request.priority,
+                        characters=characters,
+                    )
+                    status = "created"
 
-            problems = [clean_problem(p) for p in capped(problems)]
-            event = self._event(
-                job_id=job_id,
-                correlation_id=correlation_id,
-                request_id=request_id,
-                raw=raw,
-                spec=spec,
-                problems=problems,
-            )
-            job = Job(
-                id=job_id,
-                request_id=request_id,
-                request_hash=request_hash,
-                correlation_id=correlation_id,
-                project_slug=clean_text(str(raw.get("project", "")))[:200],
-                project_id=project.id if project else None,
-                episode=request.episode if request else None,
-                scene=request.scene if request else None,
-                shot=request.shot if request else None,
-                template=request.template if request else None,
-                priority=request.priority if request else 0,
-                verdict="accepted" if spec else "rejected",
-                request=scrub(raw),
-                spec=spec.model_dump(mode="json") if spec else None,
-                problems=[p.model_dump(mode="json") for p in problems] or None,
-                character_versions=[
+        problems = [clean_problem(p) for p in capped(problems)]
+        event = self._event(
+            job_id=job_id,
+            correlation_id=correlation_id,
+            request_id=request_id,
+            raw=raw,
+            spec=spec,
+            problems=problems,
+        )
+        snapshots = spec.characters if spec else []
+        row = {
+            "id": job_id,
+            "request_id": request_id,
+            "request_hash": request_hash,
+            "correlation_id": correlation_id,
+            "project_slug": clean_text(str(raw.get("project", "")))[:200],
+            "project_id": project_id,
+            "episode": request.episode if request else None,
+            "scene": request.scene if request else None,
+            "shot": request.shot if request else None,
+            "template": request.template if request else None,
+            "priority": request.priority if request else 0,
+            "verdict": "accepted" if spec else "rejected",
+            "request": json.dumps(scrub(raw)),
+            "spec": spec.model_dump_json() if spec else None,
+            "problems": _PROBLEMS.dump_json(problems).decode() if problems else None,
+            "character_versions": json.dumps(
+                [
                     {
                         "character_id": str(c.character_id),
                         "name": c.name,
                         "version": c.version,
                         "version_id": str(c.version_id),
                     }
-                    for c in (spec.characters if spec else [])
-                ],
-                character_version_ids=[c.version_id for c in (spec.characters if spec else [])],
-                submitted_via=via,
-            )
-            session.add(job)
-            try:
-                await session.flush()
-            except IntegrityError:
-                # Someone recorded the same request (or the same job id) concurrently.
-                await session.rollback()
-                return await self._after_race(
-                    raw, request_id, request_hash, job_id, via, correlation_id
-                )
-        await self._publish_verdict(job_id, event)
-        log.info(
-            "ingest.verdict",
-            job_id=str(job_id),
-            status=status,
-            via=via,
-            problems=[f"{p.field}: {p.message}" for p in problems],
-        )
-        return Verdict(status=status, job_id=job_id, problems=problems, event=event)
+                    for c in snapshots
+                ]
+            ),
+            "character_version_ids": [c.version_id for c in snapshots],
+            "submitted_via": via,
+        }
+        try:
+            inserted = (await conn.execute(_INSERT_JOB, row)).first()
+        except IntegrityError:
+            # Not a duplicate (those are DO NOTHING): a project that vanished under the
+            # cache. Forget it; the requeued request finds out afresh.
+            if request is not None:
+                self.projects.discard(request.project)
+            raise
+        if inserted is None:
+            return None
+        return _Judged(status=status, job_id=job_id, problems=problems, event=event)
 
     async def _after_race(
         self,
@@ -289,31 +436,30 @@ class SubmissionDesk:
         via: Door,
         correlation_id: str,
     ) -> Verdict:
-        async with self.sessions() as session:
-            existing = await self._existing(session, request_id, request_hash)
+        async with _autocommit(self.sessions) as conn:
+            existing: Recorded | None = None
+            if request_id is not None:
+                rows = await self._by_request(conn, request_id, request_hash)
+                existing = next((r for r in rows if r.request_hash == request_hash), None)
             if existing is None:
-                existing = await session.get(Job, job_id)
+                row = (await conn.execute(_BY_ID, {"job_id": job_id})).first()
+                existing = Recorded(*row) if row is not None else None
         if existing is not None and existing.request_hash == request_hash:
             return await self._replay(existing)
         # The submitter's job id is taken by another request: judge it under a fresh id.
         return await self.submit(raw, via=via, correlation_id=correlation_id, job_id=uuid.uuid4())
 
-    async def _accepted_with_other_body(self, session: AsyncSession, request_id: str) -> Job | None:
-        return (
-            await session.scalars(
-                select(Job).where(Job.request_id == request_id, Job.verdict == "accepted")
-            )
-        ).first()
-
     async def _check_project_and_template(
-        self, session: AsyncSession, request: ShotRequest
-    ) -> tuple[Project | None, list[Problem]]:
+        self, conn: AsyncConnection, request: ShotRequest
+    ) -> tuple[uuid.UUID | None, list[Problem]]:
         problems: list[Problem] = []
-        project = (
-            await session.scalars(select(Project).where(Project.slug == request.project))
-        ).first()
-        if project is None:
-            known = (await session.scalars(select(Project.slug))).all()
+        project_id = self.projects.get(request.project)
+        if project_id is None:
+            project_id = (await conn.execute(_PROJECT_ID, {"slug": request.project})).scalar()
+            if project_id is not None:
+                self.projects.put(request.project, project_id)
+        if project_id is None:
+            known = (await conn.execute(_PROJECT_SLUGS)).scalars().all()
             close = difflib.get_close_matches(request.project, known, n=3, cutoff=0.5)
             problems.append(
                 Problem(
@@ -335,7 +481,7 @@ class SubmissionDesk:
                     suggestions=close,
                 )
             )
-        return project, problems
+        return project_id, problems
 
     def _event(
         self,
@@ -373,15 +519,14 @@ class SubmissionDesk:
         """Publish (confirmed), then note it, so a repeat of the request does not re-publish.
 
         A repeat must not re-publish a delivered job.accepted: every copy would reach the
-        renderers, which would have to tell them apart from a new attempt.
+        renderers, which would have to tell them apart from a new attempt. The note is
+        committed before this returns (shared with other jobs' notes, see
+        :class:`PublishedMarks`), so the caller acks only after it, as before.
         """
         await self.bus.publish(event)
-        async with self.sessions() as session, session.begin():
-            await session.execute(
-                update(Job).where(Job.id == job_id).values(verdict_published_at=func.now())
-            )
+        await self.marks.note(job_id)
 
-    async def _replay(self, job: Job) -> Verdict:
+    async def _replay(self, job: Recorded) -> Verdict:
         """The same request again: answer with the recorded verdict and re-publish it."""
         problems = [Problem.model_validate(p) for p in (job.problems or [])]
         event: JobAccepted | JobRejected

@@ -40,7 +40,7 @@ CHARACTERS = ["Kai Nakamura", "Sakura Hana", "Hiroshi Tanaka"]
 
 
 def shot(n: int, run: str, characters: int) -> dict[str, Any]:
-    """The benchmark's request (bench/harness.py ``shot``), with 0-3 named characters."""
+    """The benchmark's request (bench/harness.py ``shot``), with 1-3 named characters."""
     return {
         "request_id": f"hot-{run}-{n}",
         "project": "neon-skies",
@@ -224,7 +224,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=500)
     parser.add_argument("--warmup", type=int, default=50)
-    parser.add_argument("--characters", type=int, default=1, choices=range(4))
+    parser.add_argument("--characters", type=int, default=1, choices=range(1, 4))
     parser.add_argument("--repeat", type=float, default=0.0, help="fraction of repeats")
     parser.add_argument("--verbose", "-v", action="store_true")
     parser.add_argument("--publish", nargs=2, metavar=("EXCHANGE", "RUN"))
