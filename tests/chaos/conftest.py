@@ -64,6 +64,11 @@ async def campaign(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Ca
             tmp=tmp,
             reference_root=tmp / "references",
             log_level=os.environ.get("CHAOS_LOG_LEVEL", "WARNING"),
+            # This node has no management plugin; without this the management API would
+            # be looked for on the shared broker's port (same host, 15672) and
+            # provisioning would create users there, not on this node. Unreachable:
+            # the services run as this node's guest.
+            management_url="http://127.0.0.1:9",
         )
         async with robust_pipeline(settings, tmp, render_seconds=0.2, simulators=2) as pipeline:
             db = await asyncpg.create_pool(postgres.dsn("anime"), min_size=1, max_size=4)

@@ -2,8 +2,11 @@
 
 Each test is one phase on the same running pipeline (its own RabbitMQ node and
 PostgreSQL cluster): jobs are submitted at a steady rate while the fault is injected;
-then every job of the phase must end in exactly one terminal state, none lost, no
-asset duplicated, the dead-letter queues must hold exactly the jobs that failed for
+then every job of the phase must end in exactly one terminal state, the one its
+submission calls for (valid → completed, invalid → rejected, cancelled → cancelled or
+completed, failed only for an injected permanent failure), none lost, none rendered
+twice in one attempt (the simulators' own record) or in two attempts, none archived
+twice, the dead-letter queues must hold exactly the jobs that failed for
 good, and the watchers must have seen every event of every job without a gap
 (:func:`tests.support.chaos_checks.audit`). The table of all phases is printed at the
 end of the run. Phases run in file order; the last test checks the campaign as a whole.
@@ -28,6 +31,7 @@ JUDGING = "SELECT count(*) FROM jobs WHERE request_id LIKE 'chaos-ingest-kill-%'
 def verdict(report: PhaseReport) -> None:
     assert report.lost == 0, report.problems
     assert report.duplicated == 0, report.problems
+    assert report.wrong_outcomes == 0, report.problems
     assert report.watcher_gaps == 0 and report.watcher_repeats == 0, report.problems
     assert not report.problems, "\n".join(report.problems)
 
@@ -188,6 +192,9 @@ async def test_campaign_as_a_whole(campaign: Campaign) -> None:
     assert jobs >= 500, f"only {jobs} jobs under load across the campaign"
     assert sum(r.lost for r in CAMPAIGN) == 0
     assert sum(r.duplicated for r in CAMPAIGN) == 0
+    assert sum(r.wrong_outcomes for r in CAMPAIGN) == 0
+    # Every completed job was rendered by a backend (counted from their own record).
+    assert sum(r.renders for r in CAMPAIGN) >= sum(r.outcomes["completed"] for r in CAMPAIGN)
     # Nothing in the asset root that no asset row accounts for (no second copy, no
     # orphan, no temp file left by a killed archiver).
     assert await campaign.leftovers() == []

@@ -15,81 +15,31 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-from shared.cli.processes import ManagedProcess, Supervisor, simulator_argv
 from shared.settings import Settings
 from tests.support.chaos_checks import CAMPAIGN, PhaseReport, audit, disk_leftovers
 from tests.support.chaos_load import Load, Submitted
 from tests.support.chaos_watch import JobsWatcher, ProjectWatcher
 from tests.support.own_services import OwnPostgres, OwnRabbit
-from tests.support.pipeline import free_port
-from tests.support.procs import START_ORDER, Pipeline
+from tests.support.procs import Pipeline, pipeline_processes
 
 SERVICES = ("ingest", "renderer", "archiver", "notifier")
-
-
-class SafeSupervisor(Supervisor):
-    """Supervisor whose output pump survives lines longer than 64 KiB.
-
-    ``Supervisor._pump`` iterates the child's stdout by line with asyncio's default
-    64 KiB limit: a longer line (a JSON traceback with locals) raises ValueError, the
-    pump dies, the pipe is no longer drained and the child blocks on its next write;
-    ``stop`` then re-raises the pump's error and ``stop_all`` leaves the rest running.
-    Reported; until it is fixed, the campaign reads raw chunks.
-    """
-
-    async def _pump(self, managed: ManagedProcess) -> None:
-        assert managed.process is not None and managed.process.stdout is not None
-        log_file = None
-        if self.log_dir is not None:
-            self.log_dir.mkdir(parents=True, exist_ok=True)
-            log_file = (self.log_dir / f"{managed.name}.log").open("ab")
-        try:
-            while chunk := await managed.process.stdout.read(256 * 1024):
-                if log_file is not None:
-                    log_file.write(chunk)
-                    log_file.flush()
-        finally:
-            if log_file is not None:
-                log_file.close()
-
-    async def _reap(self, name: str) -> None:
-        managed = self.processes[name]
-        if managed.process is not None:
-            await managed.process.wait()
-        if managed.pump is not None:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await managed.pump
 
 
 @asynccontextmanager
 async def robust_pipeline(
     settings: Settings, tmp: Path, *, render_seconds: float, simulators: int
 ) -> AsyncIterator[Pipeline]:
-    """:func:`tests.support.procs.pipeline_processes` on a :class:`SafeSupervisor`."""
-    supervisor = SafeSupervisor(log_dir=tmp / "logs")
-    urls = []
-    try:
-        for index in range(simulators):
-            port = free_port()
-            url = f"http://127.0.0.1:{port}"
-            urls.append(url)
-            await supervisor.start(
-                f"comfyui-{index}",
-                simulator_argv(
-                    port=port, root=tmp / f"comfyui-{index}", render_seconds=render_seconds
-                ),
-                ready_url=f"{url}/system_stats",
-            )
-        pipeline = Pipeline(
-            settings.model_copy(update={"comfyui_urls": urls}), supervisor, tmp / "logs"
-        )
-        for service in START_ORDER:
-            await pipeline.start(service)
+    """The services as OS processes on the production :class:`Supervisor`.
+
+    This is :func:`tests.support.procs.pipeline_processes` (the same supervisor ``anime
+    up`` uses, each service as its own broker user where the broker can provision).
+    It used to run a test-only ``SafeSupervisor`` whose output pump survived lines over
+    64 KiB; ``shared/cli/processes.py`` now reads such lines itself.
+    """
+    async with pipeline_processes(
+        settings, tmp, render_seconds=render_seconds, simulators=simulators
+    ) as pipeline:
         yield pipeline
-    finally:
-        for name in reversed(list(supervisor.processes)):
-            with contextlib.suppress(Exception):
-                await supervisor.stop(name, timeout=15)
 
 
 Fault = Callable[["Campaign", list[str]], Awaitable[None]]
@@ -107,10 +57,18 @@ class Campaign:
     seen_assets: dict[str, Any] = dataclasses.field(default_factory=dict)
     seen_shas: dict[str, Any] = dataclasses.field(default_factory=dict)
     jobs_watcher: JobsWatcher | None = None
+    #: Permanent failures injected in the running phase (backend validation errors).
+    permanent_faults: int = 0
 
     @property
     def sims(self) -> list[str]:
         return list(self.pipeline.settings.comfyui_urls)
+
+    @property
+    def sim_roots(self) -> list[Path]:
+        """Each simulator's root folder (``simulator_argv(root=<tmp>/comfyui-<i>)``)."""
+        tmp = self.pipeline.log_dir.parent
+        return [tmp / f"comfyui-{index}" for index in range(len(self.sims))]
 
     # ------------------------------------------------------------------ faults
 
@@ -142,6 +100,8 @@ class Campaign:
             client.post(f"{self.sims[index]}{path}", json=body) as reply,
         ):
             assert reply.status == 200, await reply.text()
+        if isinstance(body, dict) and body.get("type") == "validation_error":
+            self.permanent_faults += int(body.get("count", 1))
         faults.append(f"{label} on backend {index}")
 
     async def services_alive(self) -> list[str]:
@@ -165,6 +125,7 @@ class Campaign:
     ) -> PhaseReport:
         started = time.monotonic()
         faults: list[str] = []
+        self.permanent_faults = 0
         jobs_watcher = JobsWatcher(self.settings)
         self.jobs_watcher = jobs_watcher
         jobs_watcher.start()
@@ -205,6 +166,8 @@ class Campaign:
             watchers=[self.project_watcher, jobs_watcher],
             seen_assets=self.seen_assets,
             seen_shas=self.seen_shas,
+            sim_roots=self.sim_roots,
+            permanent_faults=self.permanent_faults,
         )
         await jobs_watcher.close()
         report.problems += await self.services_alive()

@@ -50,6 +50,10 @@ class PhaseReport:
     retries: int = 0
     watcher_gaps: int = 0
     watcher_repeats: int = 0
+    #: Images the backends rendered for this phase's jobs (their own record).
+    renders: int = 0
+    #: Jobs whose outcome is not what was submitted (valid → completed, …).
+    wrong_outcomes: int = 0
     problems: list[str] = dataclasses.field(default_factory=list)
     seconds: float = 0.0
 
@@ -66,9 +70,11 @@ class PhaseReport:
             str(self.outcomes.get("failed", 0)),
             str(self.outcomes.get("rejected", 0)),
             str(self.outcomes.get("cancelled", 0)),
+            str(self.renders),
             str(self.retries),
             str(self.lost),
             str(self.duplicated),
+            str(self.wrong_outcomes),
             str(self.dead_lettered),
             str(self.watcher_gaps + self.watcher_repeats),
             f"{self.seconds:.0f}s",
@@ -83,9 +89,11 @@ HEADER = [
     "failed",
     "rejected",
     "cancelled",
+    "renders",
     "retries",
     "lost",
     "duplicated",
+    "wrong",
     "DLQ",
     "watch gaps",
     "time",
@@ -105,6 +113,8 @@ def table(reports: list[PhaseReport]) -> str:
         total.duplicated += r.duplicated
         total.dead_lettered += r.dead_lettered
         total.retries += r.retries
+        total.renders += r.renders
+        total.wrong_outcomes += r.wrong_outcomes
         total.watcher_gaps += r.watcher_gaps
         total.watcher_repeats += r.watcher_repeats
         total.seconds += r.seconds
@@ -169,6 +179,8 @@ async def audit(
     watchers: list[Any],
     seen_assets: dict[str, uuid.UUID],
     seen_shas: dict[str, uuid.UUID],
+    sim_roots: list[Path] | None = None,
+    permanent_faults: int = 0,
     timeout: float = 90.0,
 ) -> PhaseReport:
     ids = [j.job_id for j in jobs]
@@ -201,7 +213,8 @@ async def audit(
 
     # --- exactly one terminal state; failed with a reason
     ledger = await db.fetch(
-        "SELECT job_id, seq, state, event_type FROM job_events WHERE job_id = ANY($1) "
+        "SELECT job_id, seq, state, event_type, (payload->>'attempt')::int AS attempt, "
+        "payload->>'error_kind' AS error_kind FROM job_events WHERE job_id = ANY($1) "
         "ORDER BY job_id, seq",
         ids,
     )
@@ -222,6 +235,13 @@ async def audit(
     for r in reasons:
         if not (r["reason"] or "").strip():
             report.problems.append(f"failed without a reason: {r['job_id']}")
+
+    # --- outcome: what was submitted decides how the job may end
+    _outcomes(report, jobs, states, ledger, permanent_faults)
+
+    # --- renders: once per attempt (the backends' record), rendered in one attempt only
+    if sim_roots is not None:
+        _renders(report, ids, states, ledger, sim_renders(sim_roots, ids))
 
     # --- assets: one set per completed job, on disk, unique
     assets = await db.fetch("SELECT job_id, path, sha256 FROM assets WHERE job_id = ANY($1)", ids)
@@ -246,6 +266,15 @@ async def audit(
             report.problems.append(f"asset file missing: {asset['path']}")
         elif hashlib.sha256(path.read_bytes()).hexdigest() != asset["sha256"]:
             report.problems.append(f"asset file differs from its sha256: {asset['path']}")
+
+    # --- archived more than once: a second set of files for a job (another name)
+    known = {r["path"] for r in await db.fetch("SELECT path FROM assets")}
+    phase_ids = {str(j) for j in ids}
+    for extra in disk_leftovers(settings, known):
+        owner = next((part for part in extra.split("/") if part in phase_ids), None)
+        if owner is not None:
+            report.duplicated += 1
+            report.problems.append(f"file of {owner} that no asset row accounts for: {extra}")
 
     # --- the dead-letter queues hold exactly the jobs that failed for good
     parked: dict[str, list[str]] = {}
@@ -287,6 +316,89 @@ async def audit(
     return report
 
 
+def _outcomes(
+    report: PhaseReport,
+    jobs: list[Submitted],
+    states: dict[uuid.UUID, str],
+    ledger: list[Any],
+    permanent_faults: int,
+) -> None:
+    """valid → completed, invalid → rejected, cancelled → cancelled (or completed if the
+    render won); a valid job may fail only for a permanent failure the phase injected
+    (a backend validation error), and no more of them than were injected."""
+    failed_kind = {r["job_id"]: r["error_kind"] for r in ledger if r["event_type"] == "job.failed"}
+    permanent = 0
+    for job in jobs:
+        state = states.get(job.job_id)
+        if state is None:
+            continue  # lost, counted above
+        allowed = {"valid": {"completed"}, "invalid": {"rejected"}}.get(
+            job.kind, {"cancelled", "completed"}
+        )
+        if state in allowed:
+            continue
+        if (
+            state == "failed"
+            and job.kind != "invalid"
+            and failed_kind.get(job.job_id) == "validation"
+        ):
+            permanent += 1
+            continue
+        report.wrong_outcomes += 1
+        report.problems.append(
+            f"{job.job_id} ({job.kind}) ended {state}"
+            + (f" ({failed_kind.get(job.job_id)})" if state == "failed" else "")
+        )
+    if permanent > permanent_faults:
+        report.wrong_outcomes += permanent - permanent_faults
+        report.problems.append(
+            f"{permanent} jobs failed for good but only {permanent_faults} permanent "
+            "failures were injected"
+        )
+
+
+def _renders(
+    report: PhaseReport,
+    ids: list[uuid.UUID],
+    states: dict[uuid.UUID, str],
+    ledger: list[Any],
+    renders: Counter[tuple[uuid.UUID, int]],
+) -> None:
+    """Duplicates the schema cannot forbid: event ids are per attempt (``started/<n>``,
+    ``rendered/<n>``), so the ledger holds each attempt's events once by construction;
+    what can still go wrong is a backend rendering one attempt twice, or a job being
+    rendered (and so delivered to the archiver) in two attempts."""
+    report.renders = sum(renders.values())
+    for (job_id, attempt), count in sorted(renders.items()):
+        if count > 1:
+            report.duplicated += count - 1
+            report.problems.append(f"{job_id} attempt {attempt} rendered {count} times")
+    rendered: dict[uuid.UUID, set[int]] = {}
+    seen: dict[uuid.UUID, set[int]] = {}
+    for row in ledger:
+        if row["attempt"] is not None:
+            seen.setdefault(row["job_id"], set()).add(row["attempt"])
+        if row["event_type"] == "job.rendered":
+            rendered.setdefault(row["job_id"], set()).add(row["attempt"])
+    for job_id, attempts in rendered.items():
+        if len(attempts) > 1:
+            report.duplicated += len(attempts) - 1
+            report.problems.append(f"{job_id} rendered in attempts {sorted(attempts)}")
+        for attempt in attempts:
+            if renders.get((job_id, attempt), 0) == 0:
+                report.problems.append(
+                    f"{job_id}: job.rendered for attempt {attempt}, no backend rendered it"
+                )
+    for job_id in ids:
+        if states.get(job_id) == "completed" and not rendered.get(job_id):
+            report.problems.append(f"{job_id} completed without a job.rendered")
+    for job_id, attempt in renders:
+        if attempt not in seen.get(job_id, set()):
+            report.problems.append(
+                f"{job_id}: a backend rendered attempt {attempt} the ledger never saw"
+            )
+
+
 async def _diagnose(db: asyncpg.Pool, settings: Settings, lost: list[uuid.UUID]) -> list[str]:
     """Where the lost jobs stopped, and what the queues hold (for the failure message)."""
     notes = []
@@ -318,6 +430,31 @@ async def _diagnose(db: asyncpg.Pool, settings: Settings, lost: list[uuid.UUID])
             except Exception as exc:
                 notes.append(f"  queue {name}: {type(exc).__name__}")
     return notes
+
+
+def sim_renders(sim_roots: list[Path], job_ids: list[uuid.UUID]) -> Counter[tuple[uuid.UUID, int]]:
+    """Images each backend wrote per (job, attempt): the simulators' own record.
+
+    The renderer gives every attempt its own SaveImage prefix
+    (``jobs/<job_id>/a<attempt>/img``, :func:`shared.workflows.filename_prefix_for`) and
+    a backend writes ``img_NNNNN_.png`` with a fresh counter each time it executes the
+    graph, so the files under ``output/jobs/<job>/a<n>/`` of every simulator count how
+    often that attempt was really rendered (files survive a simulated restart; a prompt
+    repeated on the same backend is served from its cache and writes nothing, as in
+    ComfyUI, so it renders nothing either).
+    """
+    renders: Counter[tuple[uuid.UUID, int]] = Counter()
+    for root in sim_roots:
+        for job_id in job_ids:
+            folder = root / "output" / "jobs" / str(job_id)
+            if not folder.is_dir():
+                continue
+            for attempt in folder.iterdir():
+                if attempt.name.startswith("a") and attempt.name[1:].isdigit():
+                    renders[(job_id, int(attempt.name[1:]))] += sum(
+                        1 for f in attempt.glob("*.png") if f.is_file()
+                    )
+    return renders
 
 
 def disk_leftovers(settings: Settings, known_paths: set[str]) -> list[str]:
