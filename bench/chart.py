@@ -27,8 +27,11 @@ def draw(path: Path, results: dict[str, Any], series: dict[str, Any]) -> bool:
         a.plot(t, [p[3] for p in trace], label="files archived (assets rows)")
         a.plot(t, [p[2] for p in trace], label="final state recorded (ledger)")
         tp = results.get("throughput", {}).get("figures", {}).get("round_1", {})
+        floor = results.get("baseline", {}).get("figures", {}).get("throughput")
+        versus = f"\nbare baseline chain, same run: {floor} jobs/s" if floor else ""
         a.set_title(
-            f"Throughput: {tp.get('jobs')} jobs at once, {tp.get('throughput')} jobs/s (target 200)"
+            f"Throughput: {tp.get('jobs')} jobs at once, {tp.get('throughput')} jobs/s "
+            f"(target 200){versus}"
         )
         a.set_xlabel("seconds since the first submission")
         a.set_ylabel("jobs")

@@ -100,6 +100,7 @@ async def _round(
 ) -> dict[str, Any]:
     """Publish ``n`` jobs at once; follow acceptance and completion until all are final."""
     events = [submission(shot(offset + i)) for i in range(n)]
+    load = [round(x, 2) for x in os.getloadavg()]
     base_accepted = await accepted_count(bench)
     base_final = await final_count(bench)
     base_archived = await _archived_count(bench)
@@ -152,6 +153,7 @@ async def _round(
     )
     return {
         "jobs": n,
+        "load_average_before": load,
         "publish_seconds": round(published_at - start, 3),
         "broker_accept_rate": round(n / (published_at - start), 1),
         "ingest_all_accepted_seconds": round(accepted_at - start, 2),
@@ -192,7 +194,13 @@ async def _baseline_round(opts: Options) -> Result:
         requests=[shot(i) for i in range(n)],
         prefetch=opts.baseline_prefetch,
     )
-    result = Result("baseline")
+    result = Result(
+        "baseline",
+        notes=[
+            "RabbitMQ and PostgreSQL are shared: their CPU includes whatever else used "
+            "them during the round (so does the pipeline's)"
+        ],
+    )
     result.figures = {
         "what": "4 FastStream processes (ingest → render → archive → notify), quorum queues, "
         "persistent messages + publisher confirms, 1 PostgreSQL INSERT per stage, "

@@ -202,6 +202,7 @@ async def run_round(
     the rows' ``clock_timestamp()`` (same machine, same clock as the submitter).
     """
     n = len(requests)
+    load = [round(x, 2) for x in os.getloadavg()]
     base = await chain.done_count()
     labels = chain.labels()
     cpu_before = procstat.snapshot()
@@ -230,6 +231,7 @@ async def run_round(
     files = len(await asyncio.to_thread(lambda: list(chain.files.glob("*.bin"))))
     return {
         "jobs": n,
+        "load_average_before": load,
         "publish_seconds": round(published_after, 3),
         "all_done_seconds": round(wall, 3),
         "all_done_seconds_polled": round(polled, 2),
