@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import difflib
+import functools
 import hashlib
 import json
 import uuid
@@ -126,20 +127,28 @@ _BY_REQUEST = _RECORDED.where(
 _BY_ID = _RECORDED.where(Job.id == bindparam("job_id"))
 _PROJECT_ID = text("SELECT id FROM projects WHERE slug = :slug")
 _PROJECT_SLUGS = text("SELECT slug FROM projects")
-#: The verdict row. JSON goes in as text serialised once (pydantic for the spec);
-#: ``ON CONFLICT DO NOTHING``: nothing returned means the same request (or job id) was
-#: recorded concurrently.
+#: The verdict row. JSON goes in as text serialised once (pydantic for the spec).
+#: With ``guard`` it is written only if no row answers for its request id yet (neither
+#: this very request nor another body accepted under the id): for a new request that
+#: saves asking first. Nothing returned means the guard or a unique key stopped it
+#: (a repeat, a conflict, or the same request or job id recorded concurrently).
 _INSERT_JOB = text(
     """
     INSERT INTO jobs (id, request_id, request_hash, correlation_id, project_slug, project_id,
                       episode, scene, shot, template, priority, verdict, request, spec,
                       problems, character_versions, character_version_ids, submitted_via)
-    VALUES (:id, :request_id, :request_hash, :correlation_id, :project_slug, :project_id,
-            :episode, :scene, :shot, :template, :priority, :verdict,
-            CAST(CAST(:request AS text) AS jsonb), CAST(CAST(:spec AS text) AS jsonb),
-            CAST(CAST(:problems AS text) AS jsonb),
-            CAST(CAST(:character_versions AS text) AS jsonb),
-            CAST(:character_version_ids AS uuid[]), :submitted_via)
+    SELECT CAST(:id AS uuid), CAST(:request_id AS text), CAST(:request_hash AS text),
+           CAST(:correlation_id AS text), CAST(:project_slug AS text),
+           CAST(:project_id AS uuid), CAST(:episode AS text), CAST(:scene AS text),
+           CAST(:shot AS text), CAST(:template AS text), CAST(:priority AS integer),
+           CAST(:verdict AS text), CAST(CAST(:request AS text) AS jsonb),
+           CAST(CAST(:spec AS text) AS jsonb), CAST(CAST(:problems AS text) AS jsonb),
+           CAST(CAST(:character_versions AS text) AS jsonb),
+           CAST(:character_version_ids AS uuid[]), CAST(:submitted_via AS text)
+     WHERE NOT (CAST(:guard AS boolean) AND EXISTS (
+                SELECT 1 FROM jobs
+                 WHERE request_id = CAST(:request_id AS text)
+                   AND (request_hash = CAST(:request_hash AS text) OR verdict = 'accepted')))
     ON CONFLICT DO NOTHING
     RETURNING id
     """
@@ -263,27 +272,26 @@ class SubmissionDesk:
             derived_id("job", request_id, request_hash) if request_id else uuid.uuid4()
         )
         existing: Recorded | None = None
-        judged: _Judged | None = None
+        judge = functools.partial(
+            self._judge,
+            raw=raw,
+            request=request,
+            job_id=job_id,
+            request_id=request_id,
+            request_hash=request_hash,
+            via=via,
+            correlation_id=correlation_id,
+        )
         async with _autocommit(self.sessions) as conn:
-            conflict: Recorded | None = None
-            if request_id is not None:
+            # Optimistically new: judged and written in one go, unless a row already
+            # answers for the request id (then look, and judge again if need be).
+            judged = await judge(conn, problems=list(problems), conflict=None, guard=True)
+            if judged is None and request_id is not None:
                 rows = await self._by_request(conn, request_id, request_hash)
                 existing = next((r for r in rows if r.request_hash == request_hash), None)
                 if existing is None:
                     conflict = next((r for r in rows if r.verdict == "accepted"), None)
-            if existing is None:
-                judged = await self._judge(
-                    conn,
-                    raw=raw,
-                    request=request,
-                    problems=problems,
-                    conflict=conflict,
-                    job_id=job_id,
-                    request_id=request_id,
-                    request_hash=request_hash,
-                    via=via,
-                    correlation_id=correlation_id,
-                )
+                    judged = await judge(conn, problems=problems, conflict=conflict, guard=False)
         if existing is not None:
             return await self._replay(existing)
         if judged is None:
@@ -322,13 +330,16 @@ class SubmissionDesk:
         request: ShotRequest | None,
         problems: list[Problem],
         conflict: Recorded | None,
+        guard: bool,
         job_id: uuid.UUID,
         request_id: str | None,
         request_hash: str,
         via: Door,
         correlation_id: str,
     ) -> _Judged | None:
-        """Judge a new request and record the verdict; None if it was recorded meanwhile."""
+        """Judge a new request and record the verdict; None if a row stopped it (see
+        ``_INSERT_JOB``). ``conflict``: the job accepted under the request id with
+        another body, which makes the verdict a conflict without further checks."""
         spec: JobSpec | None = None
         project_id: uuid.UUID | None = None
         status: Status = "rejected"
@@ -414,6 +425,7 @@ class SubmissionDesk:
             ),
             "character_version_ids": [c.version_id for c in snapshots],
             "submitted_via": via,
+            "guard": guard and request_id is not None,
         }
         try:
             inserted = (await conn.execute(_INSERT_JOB, row)).first()
