@@ -8,6 +8,7 @@ with ``job_id``/``event_type`` headers and the job's ``correlation_id``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Iterable
 from typing import Any
@@ -54,11 +55,23 @@ def make_broker(settings: Settings, *, service: str) -> RabbitBroker:
 
 
 class EventBus:
-    """Publishes contract events to the topic exchange, durably."""
+    """Publishes contract events to the topic exchange, durably.
 
-    def __init__(self, broker: RabbitBroker, topology: Topology) -> None:
+    Ledger relays go out on a channel of their own without publisher confirms when
+    ``amqp_url`` is given: a relay is a live copy whose loss costs nothing (watchers read
+    the ledger), so waiting for the broker to confirm each one would only spend time on
+    both sides.
+    """
+
+    def __init__(
+        self, broker: RabbitBroker, topology: Topology, *, amqp_url: str | None = None
+    ) -> None:
         self.broker = broker
         self.topology = topology
+        self._relay_url = amqp_url
+        self._relay_connection: aio_pika.abc.AbstractRobustConnection | None = None
+        self._relay_exchange: aio_pika.abc.AbstractExchange | None = None
+        self._relay_lock = asyncio.Lock()
 
     async def publish(self, event: Event, *, headers: dict[str, Any] | None = None) -> None:
         """Publish ``event``; returns once the broker confirmed it (raises if unroutable)."""
@@ -84,23 +97,62 @@ class EventBus:
     async def publish_ledger(self, entry: LedgerEntry, *, correlation_id: str) -> None:
         """Relay a recorded event to live watchers.
 
-        Not mandatory: when no notifier runs nobody needs it, and watchers catch up
-        from the ledger table, so a missing live copy is never a loss.
+        Not mandatory, not persistent, not confirmed: when no notifier runs nobody needs
+        it, and watchers catch up from the ledger table, so a missing live copy is never
+        a loss. It raises when the relay connection is down (the caller requeues, and the
+        redelivered event is relayed again).
         """
-        await self.broker.publish(
-            entry.model_dump_json().encode(),
-            exchange=self.topology.exchange,
+        body = entry.model_dump_json().encode()
+        headers: dict[str, Any] = {
+            "job_id": str(entry.job_id),
+            "event_type": entry.event_type.value,
+            "seq": entry.seq,
+        }
+        if self._relay_url is None:
+            await self.broker.publish(
+                body,
+                exchange=self.topology.exchange,
+                routing_key=entry.routing_key(),
+                persist=False,
+                mandatory=False,
+                correlation_id=correlation_id,
+                content_type="application/json",
+                headers=headers,
+            )
+            return
+        exchange = await self._relays()
+        await exchange.publish(
+            aio_pika.Message(
+                body,
+                content_type="application/json",
+                correlation_id=correlation_id,
+                headers=headers,
+                delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT,
+            ),
             routing_key=entry.routing_key(),
-            persist=False,
             mandatory=False,
-            correlation_id=correlation_id,
-            content_type="application/json",
-            headers={
-                "job_id": str(entry.job_id),
-                "event_type": entry.event_type.value,
-                "seq": entry.seq,
-            },
         )
+
+    async def _relays(self) -> aio_pika.abc.AbstractExchange:
+        if self._relay_exchange is not None:
+            return self._relay_exchange
+        async with self._relay_lock:
+            if self._relay_exchange is None:
+                assert self._relay_url is not None
+                self._relay_connection = await aio_pika.connect_robust(self._relay_url)
+                channel = await self._relay_connection.channel(publisher_confirms=False)
+                self._relay_exchange = await channel.get_exchange(
+                    self.topology.exchange_name, ensure=False
+                )
+        return self._relay_exchange
+
+    async def close(self) -> None:
+        """Close the relay connection (the broker's own connection is the broker's)."""
+        connection, self._relay_connection = self._relay_connection, None
+        self._relay_exchange = None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                await connection.close()
 
 
 async def declare_pipeline(

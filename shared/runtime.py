@@ -55,7 +55,7 @@ class ServiceRuntime:
             )
         self.broker = make_broker(settings, service=name)
         self.broker.add_middleware(make_metrics_middleware(name))
-        self.bus = EventBus(self.broker, self.topology)
+        self.bus = EventBus(self.broker, self.topology, amqp_url=settings.amqp_url)
         self.keys = KeyChecker(lambda: self.sessions())
         self.http = web.Application(
             client_max_size=32 * 1024**2,
@@ -70,6 +70,8 @@ class ServiceRuntime:
         }
         self.on_ready: list[Hook] = []
         self.on_stop: list[Hook] = []
+        # Runs last (hooks run in reverse): a stopping service may still relay.
+        self.on_stop.append(self.bus.close)
         # Queue depth and consumer gauges for /metrics, on a connection of their own.
         self.queue_poller = QueueDepthPoller(settings, service=name)
         self.on_ready.append(self.queue_poller.start)
