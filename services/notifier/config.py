@@ -21,3 +21,5 @@ class NotifierOptions(BaseSettings):
     project_poll_seconds: float = Field(default=2.0, gt=0)
     #: Job streams compare with the ledger this often (lost trailing live copies).
     job_resync_seconds: float = Field(default=5.0, gt=0)
+    #: The live feed stays bound this long after the last stream closed (live.py).
+    live_linger_seconds: float = Field(default=30.0, ge=0)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from faststream import AckPolicy
-from faststream.rabbit import Channel, RabbitMessage, RabbitRouter
+from faststream.rabbit import Channel, RabbitMessage, RabbitQueue, RabbitRouter
 from pydantic import ValidationError
 
 from services.notifier import SERVICE
@@ -16,17 +16,26 @@ from shared.topology import LEDGER_PREFIX
 
 log = get_logger(__name__)
 
+#: What the live queue is bound to while this replica has watchers.
+LIVE_BINDING = f"{LEDGER_PREFIX}.#"
 
-def build_router(runtime: ServiceRuntime, hub: Hub, *, prefetch: int = 512) -> RabbitRouter:
+
+def live_queue(runtime: ServiceRuntime) -> RabbitQueue:
+    """This replica's exclusive queue of ledger relays (bound by :class:`LiveFeed`)."""
+    return runtime.topology.fanout_queue(SERVICE, LIVE_BINDING)
+
+
+def build_router(
+    runtime: ServiceRuntime, hub: Hub, queue: RabbitQueue, *, prefetch: int = 512
+) -> RabbitRouter:
     router = RabbitRouter()
-    queue = runtime.topology.fanout_queue(SERVICE, f"{LEDGER_PREFIX}.#")
 
     # ACK: these are live copies of rows already committed to the ledger; a watcher that
     # misses one (notifier restart) catches up from PostgreSQL. They are not trusted:
-    # anyone who may publish to the exchange can send one (see ledger_check.py).
+    # anyone who may publish to the exchange can send one (see ledger_check.py). No
+    # exchange here: the queue is bound to ledger.# only while somebody watches (live.py).
     @router.subscriber(
         queue,
-        runtime.topology.exchange,
         channel=Channel(prefetch_count=prefetch),
         decoder=undecoded,
         ack_policy=AckPolicy.ACK,

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 
 from services.notifier.history import LedgerReader
 from services.notifier.ledger_check import LedgerCheck
+from services.notifier.live import LiveFeed
 from services.notifier.metrics import OVERFLOWS
 from services.notifier.notes import Note
 from services.notifier.streams import JobStream, PatternStream, ProjectStream, Stream
@@ -157,6 +158,8 @@ class Hub:
         self.relayed: dict[uuid.UUID, int] = {}
         #: Live copies are checked against the ledger before anything is relayed.
         self.check = LedgerCheck(reader, self.publish)
+        #: The replica's live feed, bound while any stream is open (None: always bound).
+        self.live: LiveFeed | None = None
 
     def __len__(self) -> int:
         return len(self.watchers)
@@ -255,6 +258,10 @@ class Hub:
     def _forget(self, tailer: ProjectTailer) -> None:
         if self.tailers.get(tailer.project) is tailer:
             del self.tailers[tailer.project]
+
+    def watching(self) -> bool:
+        """True while any stream (job, pattern or project) is open on this replica."""
+        return bool(self._by_job or self._patterns or self.tailers)
 
     def watched_jobs(self) -> list[uuid.UUID]:
         return list(self._by_job)

@@ -5,16 +5,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+from collections.abc import Awaitable, Callable
 
+import aio_pika
 from faststream import FastStream
+from faststream.rabbit import RabbitQueue
 
 from services.notifier import SERVICE
 from services.notifier.assets_api import AssetsApi
 from services.notifier.config import NotifierOptions
 from services.notifier.dashboard import register_dashboard
-from services.notifier.handlers import build_router
+from services.notifier.handlers import LIVE_BINDING, build_router, live_queue
 from services.notifier.history import LedgerReader
 from services.notifier.hub import Hub
+from services.notifier.live import LiveFeed
 from services.notifier.sse import SseApi
 from services.notifier.websocket import WebSocketApi
 from shared.logging import get_logger
@@ -41,7 +45,14 @@ def build(settings: Settings | None = None, options: NotifierOptions | None = No
     runtime = ServiceRuntime(SERVICE, settings, http_port=settings.notifier_port)
     reader = LedgerReader(lambda: runtime.sessions())
     hub = Hub(reader, project_poll=options.project_poll_seconds)
-    runtime.broker.include_router(build_router(runtime, hub))
+    queue = live_queue(runtime)
+    hub.live = LiveFeed(
+        _queue_getter(runtime, queue.name),
+        exchange=settings.exchange,
+        binding_key=LIVE_BINDING,
+        linger=options.live_linger_seconds,
+    )
+    runtime.broker.include_router(build_router(runtime, hub, queue))
     WebSocketApi(hub=hub, reader=reader, options=options).register(runtime.http)
     SseApi(hub=hub, reader=reader, options=options).register(runtime.http)
     AssetsApi(
@@ -58,6 +69,20 @@ def build(settings: Settings | None = None, options: NotifierOptions | None = No
     return Notifier(runtime=runtime, hub=hub, options=options, app=app)
 
 
+def _queue_getter(
+    runtime: ServiceRuntime, name: str
+) -> Callable[[], Awaitable[aio_pika.abc.AbstractQueue]]:
+    """The live queue on the broker's own connection (it is exclusive to it), cached."""
+    found: list[aio_pika.abc.AbstractQueue] = []
+
+    async def get() -> aio_pika.abc.AbstractQueue:
+        if not found:
+            found.append(await runtime.broker.declare_queue(RabbitQueue(name, declare=False)))
+        return found[0]
+
+    return get
+
+
 def create_app(settings: Settings | None = None) -> FastStream:
     return build(settings).app
 
@@ -70,6 +95,8 @@ def _keep_in_sync(runtime: ServiceRuntime, hub: Hub, interval: float) -> None:
             await asyncio.sleep(interval)
             try:
                 relayed = await hub.resync()
+                if hub.live is not None:
+                    await hub.live.tick(watched=hub.watching())
             except Exception:
                 log.exception("notifier.resync_failed")
                 continue

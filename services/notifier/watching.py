@@ -57,6 +57,7 @@ class Watching:
             # Same answer as for a job that does not exist: no peeking at other projects.
             raise SubscriptionError("job_id", f"no job {job_id} for this key")
         stream = JobStream(sub, job_id, since, events)
+        await self._live()
         with watcher.holding(stream):
             self.hub.add_stream(watcher, stream)
             await announce(since)
@@ -79,6 +80,7 @@ class Watching:
         if not watcher.may_see(project):
             raise SubscriptionError("project", "this key may not watch that project")
         stream = ProjectStream(sub, project, events)
+        await self._live()
         tailer = self.hub.tailer(project)
         await tailer.ready()
         while self.hub.tailers.get(project) is not tailer:  # it went idle meanwhile
@@ -100,5 +102,12 @@ class Watching:
     def pattern(self, watcher: Watcher, sub: str, events: EventFilter) -> PatternStream:
         """Live entries of every visible project whose routing key matches ``events``."""
         stream = PatternStream(sub, events)
+        if self.hub.live is not None:
+            self.hub.live.want_soon()  # live only: nothing to replay, nothing to wait for
         self.hub.add_stream(watcher, stream)
         return stream
+
+    async def _live(self) -> None:
+        """Live copies flow before any history is read (see live.py)."""
+        if self.hub.live is not None:
+            await self.hub.live.want()
