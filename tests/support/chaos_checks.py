@@ -6,6 +6,10 @@
   failed *with a reason*, rejected *with problems*, cancelled), and once the ledger
   says final it never says anything else;
 * none is lost (no row, or no terminal state in time) and none is judged twice;
+* each ends as its submission calls for (valid → completed, invalid → rejected,
+  cancelled → cancelled or completed; failed only for an injected validation error);
+* none is rendered twice in one attempt (the simulators' output record), rendered in
+  two attempts, or archived twice (a second set of files);
 * one asset set per completed job (one image each here), none for the others; each
   asset's file is on disk with the recorded sha256; paths and sha256s are unique over
   the whole campaign; nothing else lies in the asset root (no second copy, no orphan,
