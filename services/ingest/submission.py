@@ -231,8 +231,9 @@ class SubmissionDesk:
 
     Hot path (see the README): project ids by slug and character version definitions
     are cached (both immutable once they exist; only found ones are cached); a new
-    request costs three statements (its rows by request id, its characters, the insert)
-    plus a share of one ``UPDATE`` marking confirmed verdicts, none in a transaction.
+    request costs two statements (its characters, the guarded insert) plus a share of
+    one ``UPDATE`` marking confirmed verdicts, none in a transaction. A repeat or a
+    conflict costs one more (its rows by request id), and a second judgement if need be.
     """
 
     def __init__(
