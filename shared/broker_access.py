@@ -565,8 +565,15 @@ async def provision_services(settings: Settings) -> dict[str, str] | None:
 
 def service_env(settings: Settings, urls: Mapping[str, str], role: str) -> dict[str, str]:
     """Environment of a service process that runs as its own least-privileged user."""
+    from shared.publishers import broker_user
+
     return {
         **settings.as_env(),
         "ANIME_AMQP_URL": urls[role],
         "ANIME_DECLARE_TOPOLOGY": "own",
+        # The account that provisioned the run keeps the operator's rights, so the CLI
+        # works with the settings it was started with (shared/publishers.py).
+        "ANIME_BROKER_OPERATORS": ",".join(
+            dict.fromkeys([*settings.broker_operators, broker_user(settings.amqp_url)])
+        ),
     }

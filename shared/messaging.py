@@ -22,6 +22,7 @@ from faststream.rabbit import Channel, RabbitBroker, RabbitMessage, RabbitQueue
 
 from shared.events import Event, LedgerEntry
 from shared.logging import get_logger
+from shared.publishers import broker_user
 from shared.readiness import wait_until_ready
 from shared.settings import Settings
 from shared.topology import Topology, WorkQueueSpec
@@ -68,6 +69,9 @@ class EventBus:
     ) -> None:
         self.broker = broker
         self.topology = topology
+        #: Set as every message's ``user_id``: RabbitMQ checks it is the connection's
+        #: user, so consumers know who published (shared/publishers.py).
+        self.user_id = broker_user(amqp_url) if amqp_url else None
         self._relay_url = amqp_url
         self._relay_connection: aio_pika.abc.AbstractRobustConnection | None = None
         self._relay_exchange: aio_pika.abc.AbstractExchange | None = None
@@ -88,6 +92,7 @@ class EventBus:
                 message_id=str(event.event_id),
                 content_type="application/json",
                 headers={**event.headers(), **(headers or {})},
+                user_id=self.user_id,
             )
         except Exception:
             record_publish_error(event.event_type.value, event.producer.value)
@@ -128,6 +133,7 @@ class EventBus:
                 correlation_id=correlation_id,
                 headers=headers,
                 delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT,
+                user_id=self.user_id,
             ),
             routing_key=entry.routing_key(),
             mandatory=False,

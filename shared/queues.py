@@ -49,6 +49,7 @@ from aiohttp import web
 
 from shared.auth import visible_projects
 from shared.events import JobAccepted, JobRedriven, Producer, derived_id
+from shared.publishers import broker_user
 from shared.settings import Settings
 from shared.topology import DLQ_SUFFIX, Topology
 
@@ -648,7 +649,11 @@ def last_attempt(headers: dict[str, Any]) -> int:
 
 
 def replay_message(
-    message: AbstractIncomingMessage, source: str, *, attempt_base: int | None = None
+    message: AbstractIncomingMessage,
+    source: str,
+    *,
+    attempt_base: int | None = None,
+    user_id: str | None = None,
 ) -> aio_pika.Message:
     """The message as it goes back to work: same body and ids, a fresh set of attempts.
 
@@ -675,6 +680,8 @@ def replay_message(
         message_id=message.message_id,
         priority=message.priority,
         timestamp=datetime.now(UTC),
+        # The replayer's own user: consumers accept replays from the replayers only.
+        user_id=user_id,
     )
 
 
@@ -842,6 +849,7 @@ class DeadLetters:
                                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                                 correlation_id=redriven.correlation_id,
                                 message_id=str(redriven.event_id),
+                                user_id=broker_user(self.settings.amqp_url),
                             ),
                             routing_key=redriven.routing_key(),
                             mandatory=True,
@@ -851,6 +859,7 @@ class DeadLetters:
                             message,
                             ref.name,
                             attempt_base=redriven.first_attempt - 1 if redriven else None,
+                            user_id=broker_user(self.settings.amqp_url),
                         ),
                         routing_key=ref.work_queue,
                         mandatory=True,

@@ -83,6 +83,11 @@ class Settings(BaseSettings):
     archiver_roles: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["ledger", "archive"]
     )
+    #: Broker users trusted with the operator's rights besides ``ops``: cancel requests,
+    #: redrives, dead-letter replays (shared/publishers.py). ``anime up`` and the
+    #: end-to-end tests name the administrator that provisioned the run, so the CLI works
+    #: as that account; production leaves it empty and the CLI runs as ``ops``.
+    broker_operators: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     @field_validator("database_url")
     @classmethod
@@ -100,7 +105,9 @@ class Settings(BaseSettings):
             return [u.strip().rstrip("/") for u in value.split(",") if u.strip()]
         return value
 
-    @field_validator("transient_exception_types", "archiver_roles", mode="before")
+    @field_validator(
+        "transient_exception_types", "archiver_roles", "broker_operators", mode="before"
+    )
     @classmethod
     def _split_names(cls, value: object) -> object:
         if isinstance(value, str):

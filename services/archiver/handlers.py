@@ -11,9 +11,11 @@ from services.archiver.archive import ArchiveError, Archivist
 from services.archiver.fetch import ForeignJob
 from services.archiver.ledger import ForgedEvent, UnknownJob
 from services.archiver.recorder import BatchRecorder
-from shared.events import JobFailed, JobRendered, Producer, derived_id, parse_event
+from shared.events import EventType, JobFailed, JobRendered, Producer, derived_id, parse_event
 from shared.logging import get_logger
 from shared.messaging import park_delivery, requeue_after_pause, undecoded
+from shared.publishers import Publishers
+from shared.queues import REPLAYED_FROM_HEADER
 from shared.runtime import ServiceRuntime
 from shared.topology import WorkQueueSpec
 
@@ -33,6 +35,7 @@ def build_router(
 ) -> RabbitRouter:
     """The archiver's subscriptions; ``roles`` picks the ledger, the archive or both."""
     router = RabbitRouter()
+    publishers = Publishers(runtime.settings)
     specs = runtime.topology.pipeline_specs(runtime.settings)
     ledger_spec, rendered_spec = specs["archiver.ledger"], specs["archiver.rendered"]
 
@@ -54,6 +57,18 @@ def build_router(
             event = parse_event(msg.body)
         except (ValidationError, ValueError) as exc:
             await park(msg, ledger_spec, f"invalid event: {str(exc)[:500]}")
+            await msg.ack()
+            return
+        # Who published it (RabbitMQ-validated user_id) must be allowed to publish its
+        # type: no other principal can end, cancel or complete somebody's job.
+        refusal = publishers.refusal(
+            msg.raw_message.user_id,
+            event.event_type,
+            replayed=REPLAYED_FROM_HEADER in (msg.headers or {}),
+        )
+        if refusal:
+            log.warning("archiver.forged_event", reason=refusal)
+            await park(msg, ledger_spec, refusal)
             await msg.ack()
             return
         try:
@@ -84,6 +99,16 @@ def build_router(
 
     async def on_job_rendered(msg: RabbitMessage) -> None:
         """Fetch a render's images, archive them with metadata, publish job.archived."""
+        refusal = publishers.refusal(
+            msg.raw_message.user_id,
+            EventType.RENDERED,
+            replayed=REPLAYED_FROM_HEADER in (msg.headers or {}),
+        )
+        if refusal:
+            log.warning("archiver.forged_render", reason=refusal)
+            await park(msg, rendered_spec, refusal)
+            await msg.ack()
+            return
         try:
             event = JobRendered.model_validate_json(msg.body)
         except ValidationError as exc:

@@ -48,6 +48,8 @@ from shared.job_facts import JobFactsReader
 from shared.logging import get_logger
 from shared.messaging import park_delivery, requeue_after_pause, undecoded
 from shared.metrics import RETRIES
+from shared.publishers import Publishers
+from shared.queues import REPLAYED_FROM_HEADER
 from shared.runtime import ServiceRuntime
 from shared.topology import PRIORITY_BANDS, WorkQueueSpec, priority_band
 
@@ -104,6 +106,7 @@ def build_router(
 
     #: The jobs rows are the truth; a job.accepted is only a claim about one of them.
     facts = JobFactsReader(lambda: runtime.sessions())
+    publishers = Publishers(settings)
 
     async def publish_cancelled(accepted: JobAccepted, stage: str) -> None:
         await runtime.bus.publish(
@@ -166,6 +169,7 @@ def build_router(
             message_id=str(derived_id(accepted.job_id, "retry", attempt)),
             content_type="application/json",
             headers={**headers, ATTEMPT_HEADER: attempt + 1, AVOID_HEADER: ",".join(avoid)},
+            user_id=runtime.bus.user_id,
         )
 
     # MANUAL acks throughout: the ack follows the confirmed publish of the outcome; an
@@ -179,6 +183,18 @@ def build_router(
     )
     async def on_job_accepted(msg: RabbitMessage) -> None:
         """Move an accepted job into the durable queue of its priority band."""
+        # Ingest publishes job.accepted; this renderer's retries and the dead-letter
+        # replayers send it back here. Anyone else is refused before anything is read.
+        refusal = publishers.refusal(
+            msg.raw_message.user_id,
+            EventType.ACCEPTED,
+            also=(SERVICE,),
+            replayed=REPLAYED_FROM_HEADER in (msg.headers or {}),
+        )
+        if refusal:
+            await park(msg, intake, refusal)
+            await msg.ack()
+            return
         try:
             accepted = JobAccepted.model_validate_json(msg.body)
         except ValidationError as exc:
@@ -199,6 +215,7 @@ def build_router(
                 message_id=msg.message_id,
                 content_type="application/json",
                 headers=dict(msg.headers or {}),
+                user_id=runtime.bus.user_id,
             )
         except Exception as exc:
             await requeue_after_pause(msg, error=exc)
@@ -206,6 +223,13 @@ def build_router(
         await msg.ack()
 
     async def render_one(msg: RabbitMessage) -> None:
+        # Only this service fills its band queues (any internal principal may write to
+        # the default exchange, so the queue itself proves nothing).
+        refusal = publishers.refusal(msg.raw_message.user_id, EventType.ACCEPTED, also=(SERVICE,))
+        if refusal:
+            await park(msg, intake, refusal)
+            await msg.ack()
+            return
         try:
             accepted = JobAccepted.model_validate_json(msg.body)
         except ValidationError as exc:
@@ -339,10 +363,19 @@ def build_router(
     )
     async def on_cancel_requested(msg: RabbitMessage) -> None:
         """Remember a cancel request; stop the job at once if this replica renders it."""
+        refusal = publishers.refusal(msg.raw_message.user_id, EventType.CANCEL_REQUESTED)
+        if refusal:
+            log.warning("renderer.forged_cancel_request", reason=refusal)
+            return
         try:
             event = JobCancelRequested.model_validate_json(msg.body)
         except ValidationError as exc:
             log.warning("renderer.bad_cancel_request", error=str(exc)[:300])
+            return
+        # The request names a job and its project: both must be what ingest recorded.
+        view = await facts.view(event.job_id)
+        if view.facts is None or view.facts.project != event.project:
+            log.warning("renderer.forged_cancel_request", reason="not the job's project")
             return
         await cancels.request(event.job_id, event.reason)
 

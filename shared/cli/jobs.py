@@ -29,6 +29,7 @@ from shared.cli.watching import FINAL_STATES, STATE_STYLE
 from shared.db.models import Job, JobState, Project
 from shared.db.session import make_engine, make_sessionmaker
 from shared.events import JobCancelRequested, Producer, derived_id, utcnow
+from shared.publishers import broker_user
 from shared.queues import connect
 from shared.settings import Settings, get_settings
 
@@ -142,6 +143,7 @@ async def request_cancel(settings: Settings, job_id: uuid.UUID, reason: str) -> 
                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                 correlation_id=event.correlation_id,
                 message_id=str(event.event_id),
+                user_id=broker_user(settings.amqp_url),
             ),
             routing_key=event.routing_key(),
             mandatory=True,

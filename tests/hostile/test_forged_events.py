@@ -4,6 +4,7 @@ They are valid by schema, so only a check against the ``jobs`` table can refuse 
 the renderer parks a forged job.accepted without rendering it, and the archiver parks a
 forged job.rendered before writing anything into the asset root.
 """
+
 from __future__ import annotations
 
 import asyncio

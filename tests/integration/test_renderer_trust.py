@@ -115,12 +115,16 @@ async def test_a_forged_job_accepted_for_an_in_flight_job_is_parked_and_never_fe
         genuine = next(
             e for e in await records.events(job.job_id) if e.event_type == "job.accepted"
         )
-        # When someone re-publishes its job.accepted with another spec, as a second attempt
+        # When someone holding ingest's own broker credentials (the one principal that
+        # may publish job.accepted) re-publishes it with another spec, as a second attempt
         body = forge(genuine.payload, str(attacker.make_url("/reference.png")))
         headers = {"job_id": str(job.job_id), "event_type": "job.accepted", "x-attempt": 2}
         routing_key = f"job.accepted.{genuine.project_slug}"
+        as_ingest = pipeline.settings
+        if pipeline.broker_urls is not None:
+            as_ingest = as_ingest.model_copy(update={"amqp_url": pipeline.broker_urls["ingest"]})
         await publish_raw(
-            pipeline.settings, json.dumps(body).encode(), routing_key=routing_key, headers=headers
+            as_ingest, json.dumps(body).encode(), routing_key=routing_key, headers=headers
         )
         # Then it is parked, naming what disagrees with the job row...
         letters = await eventually(lambda: parked(pipeline.settings), what="forged message parked")

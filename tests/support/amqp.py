@@ -8,6 +8,7 @@ from typing import Any
 import aio_pika
 
 from shared.events import JobSubmitted
+from shared.publishers import broker_user
 from shared.settings import Settings
 
 
@@ -24,7 +25,12 @@ async def publish_raw(
         exchange = await channel.get_exchange(settings.exchange)
         await exchange.publish(
             aio_pika.Message(
-                body, headers=headers or {}, delivery_mode=aio_pika.DeliveryMode.PERSISTENT
+                body,
+                headers=headers or {},
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                # Who publishes (RabbitMQ checks it): services refuse event types this
+                # account may not publish once they run as their own users.
+                user_id=broker_user(settings.amqp_url),
             ),
             routing_key=routing_key,
         )
