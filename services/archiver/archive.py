@@ -86,10 +86,11 @@ class Archivist:
         configured, or a prompt that is not the job's, is refused as forged (raises
         :class:`ForeignJob`) before anything is fetched or written.
         """
-        event = await self._checked(event)
         backend = event.backend.rstrip("/")
         async with self.sessions() as session, session.begin():
+            # The lock first: duplicates of one job queue up in arrival order.
             await locks.hold(session, "archive", event.job_id)
+            await self._check(session, event)
             assets = await _assets_of(session, event)
             new = 0
             if not assets:
@@ -112,16 +113,15 @@ class Archivist:
         log.info("archiver.archived", assets=[a.path for a in archived.assets], new=new)
         return archived
 
-    async def _checked(self, event: JobRendered) -> JobRendered:
-        """``event`` with the job's spec from its row, or :class:`ForeignJob`."""
+    async def _check(self, session: AsyncSession, event: JobRendered) -> None:
+        """Raise :class:`ForeignJob` unless ``event`` agrees with the job's row."""
         backend = event.backend.rstrip("/")
         if backend not in self.allowed_backends():
             # The URL comes from a message; fetching from anywhere would be an SSRF hole,
             # and failing the job on its word would let anyone fail any job.
             raise ForeignJob(f"forged: backend {backend!r} is not a configured ComfyUI")
-        async with self.sessions() as session:
-            conn = await session.connection()
-            facts = (await self.facts.load(conn, [event.job_id])).get(event.job_id)
+        conn = await session.connection()
+        facts = (await self.facts.load(conn, [event.job_id])).get(event.job_id)
         if facts is None or not facts.accepted:
             raise ForeignJob(f"unknown job: no job {event.job_id} was accepted by ingest")
         spec = facts.spec()
@@ -135,7 +135,6 @@ class Archivist:
                 f"forged: prompt {event.prompt_id!r} is not attempt {event.attempt} of job "
                 f"{event.job_id}"
             )
-        return event
 
     async def _write_files(self, event: JobRendered, backend: str) -> _Batch:
         batch = _Batch()
