@@ -91,23 +91,23 @@ class Archivist:
             # The lock first: duplicates of one job queue up in arrival order.
             await locks.hold(session, "archive", event.job_id)
             await self._check(session, event)
-            assets = await _assets_of(session, event)
+            rows = await _assets_of(session, event)
             new = 0
-            if not assets:
+            if not rows:
                 batch = await self._write_files(event, backend)
-                await session.execute(
-                    insert(Asset)
-                    .values(batch.rows)
-                    .on_conflict_do_nothing(index_elements=[Asset.job_id, Asset.index])
-                )
-                assets = await _assets_of(session, event)
+                # Under the job's lock nobody else inserts this job's rows: what we
+                # insert is what is there, no need to read it back.
+                await session.execute(insert(Asset).values(batch.rows))
+                assets = [_archived_asset(row) for row in batch.rows]
                 new = len(batch.rows)
-            elif assets[0].record.get("prompt_id") != event.prompt_id:
-                log.warning(
-                    "archiver.duplicate_render",
-                    archived_prompt=assets[0].record.get("prompt_id"),
-                    prompt_id=event.prompt_id,
-                )
+            else:
+                assets = [_archived_asset(_columns(row)) for row in rows]
+                if rows[0].record.get("prompt_id") != event.prompt_id:
+                    log.warning(
+                        "archiver.duplicate_render",
+                        archived_prompt=rows[0].record.get("prompt_id"),
+                        prompt_id=event.prompt_id,
+                    )
         archived = _archived_event(event, assets)
         await self.bus.publish(archived)
         log.info("archiver.archived", assets=[a.path for a in archived.assets], new=new)
@@ -167,7 +167,6 @@ class Archivist:
         key = image_key(event.spec.location, event.job_id, record["index"])
         sha = hashlib.sha256(stamped.data).hexdigest()
         size = len(stamped.data)
-        await self._put_once(key, stamped.data, batch)
         document = sidecar(
             record,
             key=key,
@@ -177,7 +176,11 @@ class Archivist:
             size=size,
             workflow=event.workflow,
         )
-        await self._put_once(key.removesuffix(".png") + ".json", document, batch)
+        files = [(key, stamped.data), (key.removesuffix(".png") + ".json", document)]
+        batch.keys += [k for k, _ in files]
+        # One trip to the disk thread; a file a crashed run left with the same bytes is
+        # not written again.
+        await self.storage.put_all(files)
         return asset_row(
             event,
             record,
@@ -187,13 +190,6 @@ class Archivist:
             height=stamped.height,
             size=size,
         )
-
-    async def _put_once(self, key: str, data: bytes, batch: _Batch) -> None:
-        """Write ``key`` unless identical content is already there (a crashed run's)."""
-        batch.keys.append(key)
-        if await self.storage.exists(key) and await self.storage.get(key) == data:
-            return
-        await self.storage.put(key, data)
 
     async def _take_back(self, batch: _Batch) -> None:
         """A permanently failed job keeps no files without rows."""
@@ -209,23 +205,31 @@ async def _assets_of(session: AsyncSession, event: JobRendered) -> list[Asset]:
     return list((await session.scalars(query)).all())
 
 
-def _archived_event(event: JobRendered, assets: list[Asset]) -> JobArchived:
+_ASSET_FIELDS = ("path", "sha256", "width", "height", "bytes", "mime", "index")
+
+
+def _columns(row: Asset) -> dict[str, Any]:
+    return {name: getattr(row, name) for name in _ASSET_FIELDS}
+
+
+def _archived_asset(row: dict[str, Any]) -> ArchivedAsset:
+    return ArchivedAsset(
+        path=row["path"],
+        sha256=row["sha256"],
+        width=row["width"],
+        height=row["height"],
+        bytes=row["bytes"],
+        mime=row["mime"],
+        index=row["index"],
+    )
+
+
+def _archived_event(event: JobRendered, assets: list[ArchivedAsset]) -> JobArchived:
     return JobArchived(
         event_id=derived_id(event.job_id, "archived"),
         job_id=event.job_id,
         correlation_id=event.correlation_id,
         producer=Producer.ARCHIVER,
         project=event.project,
-        assets=[
-            ArchivedAsset(
-                path=a.path,
-                sha256=a.sha256,
-                width=a.width,
-                height=a.height,
-                bytes=a.bytes,
-                mime=a.mime,
-                index=a.index,
-            )
-            for a in assets
-        ],
+        assets=assets,
     )
