@@ -47,6 +47,9 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, scenarios.Options]:
     parser.add_argument("--jobs", type=int, help="jobs per throughput round (10000)")
     parser.add_argument("--no-second-round", action="store_true", help="skip the footprint round")
     parser.add_argument("--simulators", type=int, default=2, help="backends for throughput/latency")
+    parser.add_argument(
+        "--backend-slots", type=int, default=2, help="prompts kept on each backend (throughput)"
+    )
     parser.add_argument("--latency-seconds", type=float, help="duration at 20 jobs/s (60)")
     parser.add_argument("--overhead-jobs", type=int, help="jobs of 1 s for the overhead ratio (60)")
     parser.add_argument("--window", type=float, help="utilisation window in seconds (30)")
@@ -56,7 +59,12 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, scenarios.Options]:
     )
     parser.add_argument("--out", type=Path, default=scenarios.Options.out)
     args = parser.parse_args(argv)
-    opts = scenarios.Options(simulators=args.simulators, out=args.out, profile=not args.no_profile)
+    opts = scenarios.Options(
+        simulators=args.simulators,
+        backend_slots=args.backend_slots,
+        out=args.out,
+        profile=not args.no_profile,
+    )
     if args.quick:
         opts.jobs, opts.latency_seconds, opts.calm_seconds = 1000, 15.0, 10.0
         opts.overhead_jobs, opts.utilization_window, opts.profile_seconds = 10, 10.0, 10.0

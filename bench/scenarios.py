@@ -48,6 +48,9 @@ class Options:
     jobs: int = 10_000
     second_round: bool = True
     simulators: int = 2
+    #: Prompts the renderer keeps on each backend (ANIME_BACKEND_SLOTS) in throughput
+    #: and latency rounds.
+    backend_slots: int = 2
     latency_rate: float = 20.0
     latency_seconds: float = 60.0
     calm_rate: float = 5.0
@@ -283,7 +286,9 @@ async def throughput(opts: Options, series: Series) -> list[Result]:
 async def _pipeline_throughput(opts: Options, series: Series) -> list[Result]:
     tmp = opts.tmp / f"bench-throughput-{uuid.uuid4().hex[:6]}"
     n = opts.jobs
-    async with bench_pipeline(tmp, render_seconds=0.0, simulators=opts.simulators) as bench:
+    async with bench_pipeline(
+        tmp, render_seconds=0.0, simulators=opts.simulators, backend_slots=opts.backend_slots
+    ) as bench:
         rss_start = bench.rss_mb()
         trace1: list[tuple[float, int, int, int]] = []
         profiles: dict[str, Any] = {}

@@ -24,7 +24,14 @@ _SHARED: list[Any] = [
 def configure_logging(service: str, level: str = "INFO") -> None:
     """Route structlog and stdlib logging through one JSON renderer on stderr."""
     structlog.configure(
-        processors=[*_SHARED, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        # filter_by_level first: a line below the logger's level (FastStream's
+        # per-message "Received"/"Processed", debug lines) costs one level check instead
+        # of the whole chain (context merge, timestamp) before stdlib drops it.
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *_SHARED,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,

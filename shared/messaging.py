@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from contextvars import ContextVar
 from typing import Any
 
 import aio_pika
@@ -30,18 +31,50 @@ from shared.topology import Topology, WorkQueueSpec
 log = get_logger(__name__)
 
 
+#: The message being handled, for handlers wrapped by :func:`with_message`.
+_MESSAGE: ContextVar[RabbitMessage] = ContextVar("anime_message")
+
+
 class BindLogContext(BaseMiddleware):
-    """Bind ``job_id``, ``correlation_id`` and ``event_type`` to every log line of a message."""
+    """Bind ``job_id``, ``correlation_id`` and ``event_type`` to every log line of a message.
+
+    Also makes the message itself available to :func:`with_message` handlers.
+    """
 
     async def consume_scope(self, call_next: Any, msg: StreamMessage[Any]) -> Any:
         headers = msg.headers or {}
-        with structlog.contextvars.bound_contextvars(
-            correlation_id=msg.correlation_id,
-            message_id=msg.message_id,
-            job_id=headers.get("job_id"),
-            event_type=headers.get("event_type"),
-        ):
-            return await call_next(msg)
+        token = _MESSAGE.set(msg)  # type: ignore[arg-type]
+        try:
+            with structlog.contextvars.bound_contextvars(
+                correlation_id=msg.correlation_id,
+                message_id=msg.message_id,
+                job_id=headers.get("job_id"),
+                event_type=headers.get("event_type"),
+            ):
+                return await call_next(msg)
+        finally:
+            _MESSAGE.reset(token)
+
+
+def with_message(
+    handler: Callable[[RabbitMessage], Awaitable[None]],
+) -> Callable[[], Awaitable[None]]:
+    """``handler(msg)`` as a subscriber FastStream calls without arguments.
+
+    A ``msg: RabbitMessage`` parameter is injected by FastStream through a custom field,
+    which costs an anyio task group and a worker-thread call (fast_depends runs the
+    field's synchronous resolver in a thread pool) for every message. Taking the message
+    from the middleware's context variable costs a lookup.
+    """
+
+    async def subscriber() -> None:
+        await handler(_MESSAGE.get())
+
+    # Not functools.wraps: its __wrapped__ would make FastStream see ``msg`` again.
+    subscriber.__name__ = handler.__name__
+    subscriber.__qualname__ = handler.__qualname__
+    subscriber.__doc__ = handler.__doc__
+    return subscriber
 
 
 def make_broker(settings: Settings, *, service: str) -> RabbitBroker:

@@ -13,7 +13,7 @@ from services.archiver.ledger import ForgedEvent, UnknownJob
 from services.archiver.recorder import BatchRecorder
 from shared.events import EventType, JobFailed, JobRendered, Producer, derived_id, parse_event
 from shared.logging import get_logger
-from shared.messaging import park_delivery, requeue_after_pause, undecoded
+from shared.messaging import park_delivery, requeue_after_pause, undecoded, with_message
 from shared.publishers import Publishers
 from shared.queues import REPLAYED_FROM_HEADER
 from shared.runtime import ServiceRuntime
@@ -95,7 +95,7 @@ def build_router(
             ack_policy=AckPolicy.MANUAL,
             title=f"archiver: {ledger_spec.name}",
             description="Record every job event in the ledger (in batches) and relay it.",
-        )(on_any_job_event)
+        )(with_message(on_any_job_event))
 
     async def on_job_rendered(msg: RabbitMessage) -> None:
         """Fetch a render's images, archive them with metadata, publish job.archived."""
@@ -152,5 +152,5 @@ def build_router(
             ack_policy=AckPolicy.MANUAL,
             title=f"archiver: {rendered_spec.name}",
             description="Fetch a render's images, archive them, publish job.archived.",
-        )(on_job_rendered)
+        )(with_message(on_job_rendered))
     return router

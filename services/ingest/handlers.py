@@ -13,7 +13,7 @@ from services.ingest.bodies import Undecodable, decode_json
 from services.ingest.hygiene import header_token
 from services.ingest.submission import SubmissionDesk
 from shared.logging import get_logger
-from shared.messaging import park_delivery, requeue_after_pause, undecoded
+from shared.messaging import park_delivery, requeue_after_pause, undecoded, with_message
 from shared.runtime import ServiceRuntime
 
 log = get_logger(__name__)
@@ -44,6 +44,7 @@ def build_router(
         ack_policy=AckPolicy.MANUAL,
         decoder=undecoded,
     )
+    @with_message
     async def on_job_submitted(msg: RabbitMessage) -> None:
         """Validate a submitted shot request and publish job.accepted or job.rejected."""
         correlation_id = (

@@ -10,7 +10,7 @@ from services.notifier import SERVICE
 from services.notifier.hub import Hub
 from shared.events import LedgerEntry
 from shared.logging import get_logger
-from shared.messaging import undecoded
+from shared.messaging import undecoded, with_message
 from shared.runtime import ServiceRuntime
 from shared.topology import LEDGER_PREFIX
 
@@ -40,6 +40,7 @@ def build_router(
         decoder=undecoded,
         ack_policy=AckPolicy.ACK,
     )
+    @with_message
     async def on_ledger_entry(msg: RabbitMessage) -> None:
         """A recorded job event, as a hint: the hub relays what the ledger holds."""
         try:

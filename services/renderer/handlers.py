@@ -46,7 +46,7 @@ from shared.events import (
 )
 from shared.job_facts import JobFactsReader
 from shared.logging import get_logger
-from shared.messaging import park_delivery, requeue_after_pause, undecoded
+from shared.messaging import park_delivery, requeue_after_pause, undecoded, with_message
 from shared.metrics import RETRIES
 from shared.publishers import Publishers
 from shared.queues import REPLAYED_FROM_HEADER
@@ -181,6 +181,7 @@ def build_router(
         decoder=undecoded,
         ack_policy=AckPolicy.MANUAL,
     )
+    @with_message
     async def on_job_accepted(msg: RabbitMessage) -> None:
         """Move an accepted job into the durable queue of its priority band."""
         # Ingest publishes job.accepted; this renderer's retries and the dead-letter
@@ -352,7 +353,7 @@ def build_router(
             ack_policy=AckPolicy.MANUAL,
             title=f"renderer: {spec.name}",
             description=f"Render jobs of the {band} priority band.",
-        )(render_one)
+        )(with_message(render_one))
 
     @router.subscriber(
         runtime.topology.fanout_queue(SERVICE, f"{EventType.CANCEL_REQUESTED.value}.#"),
@@ -361,6 +362,7 @@ def build_router(
         decoder=undecoded,
         ack_policy=AckPolicy.ACK,
     )
+    @with_message
     async def on_cancel_requested(msg: RabbitMessage) -> None:
         """Remember a cancel request; stop the job at once if this replica renders it."""
         refusal = publishers.refusal(msg.raw_message.user_id, EventType.CANCEL_REQUESTED)
