@@ -50,6 +50,9 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, scenarios.Options]:
     parser.add_argument(
         "--backend-slots", type=int, default=2, help="prompts kept on each backend (throughput)"
     )
+    parser.add_argument(
+        "--archivers", type=int, default=1, help="archiver processes in the throughput round"
+    )
     parser.add_argument("--latency-seconds", type=float, help="duration at 20 jobs/s (60)")
     parser.add_argument("--overhead-jobs", type=int, help="jobs of 1 s for the overhead ratio (60)")
     parser.add_argument("--window", type=float, help="utilisation window in seconds (30)")
@@ -62,6 +65,7 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, scenarios.Options]:
     opts = scenarios.Options(
         simulators=args.simulators,
         backend_slots=args.backend_slots,
+        archivers=args.archivers,
         out=args.out,
         profile=not args.no_profile,
     )

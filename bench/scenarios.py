@@ -36,7 +36,7 @@ from bench.harness import (
     wait_until,
 )
 from bench.profiling import record, render, summarise
-from shared.cli.processes import Supervisor, simulator_argv
+from shared.cli.processes import Supervisor, service_argv, simulator_argv
 from shared.events import RenderParams
 from shared.settings import REPO_ROOT
 from shared.workflows import TemplateRegistry, compile_workflow
@@ -51,6 +51,8 @@ class Options:
     #: Prompts the renderer keeps on each backend (ANIME_BACKEND_SLOTS) in throughput
     #: and latency rounds.
     backend_slots: int = 2
+    #: Archiver processes in the throughput round (competing consumers of its queues).
+    archivers: int = 1
     latency_rate: float = 20.0
     latency_seconds: float = 60.0
     calm_rate: float = 5.0
@@ -87,6 +89,8 @@ def _labels(bench: Bench) -> dict[int, str]:
     for name, managed in bench.pipeline.supervisor.processes.items():
         if name.startswith("comfyui-") and managed.process is not None:
             labels[managed.process.pid] = "simulators"
+        elif name.startswith("archiver-") and managed.process is not None:
+            labels[managed.process.pid] = "archiver"  # the extra ones of --archivers
     labels[os.getpid()] = "bench (submitter, poller)"
     return labels
 
@@ -283,12 +287,27 @@ async def throughput(opts: Options, series: Series) -> list[Result]:
     return [base, *results]
 
 
+async def _extra_archiver(bench: Bench, index: int) -> None:
+    """Another archiver process on the same queues (its own HTTP port)."""
+    port = free_port()
+    env = {**bench.pipeline.env("archiver"), "ANIME_ARCHIVER_PORT": str(port)}
+    await bench.pipeline.supervisor.start(
+        f"archiver-{index}",
+        service_argv("archiver"),
+        env=env,
+        ready_url=f"http://127.0.0.1:{port}/readyz",
+        timeout=60,
+    )
+
+
 async def _pipeline_throughput(opts: Options, series: Series) -> list[Result]:
     tmp = opts.tmp / f"bench-throughput-{uuid.uuid4().hex[:6]}"
     n = opts.jobs
     async with bench_pipeline(
         tmp, render_seconds=0.0, simulators=opts.simulators, backend_slots=opts.backend_slots
     ) as bench:
+        for index in range(2, opts.archivers + 1):
+            await _extra_archiver(bench, index)
         rss_start = bench.rss_mb()
         trace1: list[tuple[float, int, int, int]] = []
         profiles: dict[str, Any] = {}
@@ -316,6 +335,8 @@ async def _pipeline_throughput(opts: Options, series: Series) -> list[Result]:
     tp.figures = {
         "jobs": n,
         "simulators": opts.simulators,
+        "backend_slots": opts.backend_slots,
+        "archivers": opts.archivers,
         "render_seconds": 0.0,
         "image": "64x64, template model-free",
         "round_1": round1,
