@@ -48,6 +48,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import aiohttp
 
+from shared.contract import PUBLISHES as CONTRACT
 from shared.events import EventType
 from shared.settings import Settings
 from shared.topology import LEDGER_PREFIX, Topology
@@ -69,22 +70,8 @@ HASHING_ALGORITHM = "rabbit_password_hashing_sha256"
 #: Nothing matches it: a permission nobody is granted.
 NOTHING = "^$"
 
-#: Event types each internal principal publishes on the events exchange.
-PUBLISHES: Mapping[str, tuple[EventType, ...]] = {
-    "ingest": (EventType.ACCEPTED, EventType.REJECTED, EventType.CANCEL_REQUESTED),
-    "renderer": (
-        EventType.STARTED,
-        EventType.PROGRESS,
-        EventType.RENDERED,
-        EventType.RETRYING,
-        EventType.FAILED,
-        EventType.CANCELLED,
-    ),
-    "archiver": (EventType.ARCHIVED, EventType.FAILED),
-    # The ops dashboard's dead-letter replay (shared/queues.py admin routes).
-    "notifier": (EventType.REDRIVEN,),
-    "ops": (EventType.CANCEL_REQUESTED, EventType.REDRIVEN),
-}
+#: Event types each internal principal publishes on the events exchange (the contract).
+PUBLISHES: Mapping[str, tuple[EventType, ...]] = {role: CONTRACT[role] for role in INTERNAL_ROLES}
 
 #: Fan-out bindings the services declare themselves (their per-replica queues).
 FANOUT_KEYS: Mapping[str, tuple[str, ...]] = {

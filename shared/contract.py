@@ -19,9 +19,11 @@ from shared.events import EVENT_MODELS, SCHEMA_VERSION, EventType, LedgerEntry
 from shared.settings import Settings
 from shared.topology import LEDGER_PREFIX, Topology
 
-#: What each party publishes.
+#: What each party publishes on the events exchange: the contract, and the broker rights
+#: of each internal principal (shared/broker_access.py grants exactly these).
 PUBLISHES: dict[str, tuple[EventType, ...]] = {
-    "external": (EventType.SUBMITTED, EventType.CANCEL_REQUESTED),
+    # Through the outside door (the intake exchange) only.
+    "external": (EventType.SUBMITTED,),
     "ingest": (EventType.ACCEPTED, EventType.REJECTED, EventType.CANCEL_REQUESTED),
     "renderer": (
         EventType.STARTED,
@@ -32,7 +34,10 @@ PUBLISHES: dict[str, tuple[EventType, ...]] = {
         EventType.CANCELLED,
     ),
     "archiver": (EventType.ARCHIVED, EventType.FAILED),
-    "operators (anime dlq replay)": (EventType.REDRIVEN,),
+    # The ops dashboard's dead-letter replay.
+    "notifier": (EventType.REDRIVEN,),
+    # The operator's CLI: cancel requests, redrives (anime jobs cancel, anime dlq replay).
+    "ops": (EventType.CANCEL_REQUESTED, EventType.REDRIVEN),
 }
 
 #: Which pipeline work queue (``Topology.pipeline_specs`` key) each consumer reads.

@@ -10,45 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections import OrderedDict
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from sqlalchemy import select
 
 from shared.db.models import Job, JobEvent, JobState
 from shared.db.session import SessionFactory
 from shared.events import EventType, JobAccepted, JobSpec, Producer, derived_id
-
-K = TypeVar("K")
-V = TypeVar("V")
-
-
-class Lru(Generic[K, V]):
-    """A small bounded mapping that forgets the least recently used entry."""
-
-    def __init__(self, size: int) -> None:
-        if size < 1:
-            raise ValueError("an LRU needs room for at least one entry")
-        self.size = size
-        self._items: OrderedDict[K, V] = OrderedDict()
-
-    def get(self, key: K) -> V | None:
-        value = self._items.get(key)
-        if value is not None:
-            self._items.move_to_end(key)
-        return value
-
-    def put(self, key: K, value: V) -> None:
-        self._items[key] = value
-        self._items.move_to_end(key)
-        while len(self._items) > self.size:
-            self._items.popitem(last=False)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._items
-
-    def __len__(self) -> int:
-        return len(self._items)
+from shared.lru import Lru
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
@@ -19,6 +18,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.events import UNASSIGNED_PROJECT, JobSpec, is_slug
+from shared.lru import Lru
 
 #: Jobs whose facts are kept. A job's events arrive within minutes of each other, so
 #: a few thousand covers every job in flight; the bound keeps the footprint flat.
@@ -58,29 +58,6 @@ _LOAD_WITH_SPEC = text(
 )
 
 
-class LruSet:
-    """A bounded set that forgets its least recently used members first."""
-
-    def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
-        self.capacity = capacity
-        self._members: OrderedDict[uuid.UUID, None] = OrderedDict()
-
-    def __contains__(self, member: object) -> bool:
-        if member in self._members:
-            self._members.move_to_end(member)  # type: ignore[arg-type]
-            return True
-        return False
-
-    def __len__(self) -> int:
-        return len(self._members)
-
-    def add(self, member: uuid.UUID) -> None:
-        self._members[member] = None
-        self._members.move_to_end(member)
-        while len(self._members) > self.capacity:
-            self._members.popitem(last=False)
-
-
 class JobFactsCache:
     """A bounded LRU of :class:`JobFacts`, filled from ``jobs`` in one query per batch.
 
@@ -91,16 +68,13 @@ class JobFactsCache:
     def __init__(self, capacity: int = DEFAULT_CAPACITY, *, with_spec: bool = False) -> None:
         self.capacity = capacity
         self._query = _LOAD_WITH_SPEC if with_spec else _LOAD
-        self._facts: OrderedDict[uuid.UUID, JobFacts] = OrderedDict()
+        self._facts: Lru[uuid.UUID, JobFacts] = Lru(capacity)
 
     def __len__(self) -> int:
         return len(self._facts)
 
     def cached(self, job_id: uuid.UUID) -> JobFacts | None:
-        facts = self._facts.get(job_id)
-        if facts is not None:
-            self._facts.move_to_end(job_id)
-        return facts
+        return self._facts.get(job_id)
 
     async def load(
         self, conn: AsyncConnection, job_ids: Iterable[uuid.UUID]
@@ -124,11 +98,5 @@ class JobFactsCache:
                     spec_json=spec,
                 )
                 found[job_id] = facts
-                self._remember(facts)
+                self._facts.put(job_id, facts)
         return found
-
-    def _remember(self, facts: JobFacts) -> None:
-        self._facts[facts.job_id] = facts
-        self._facts.move_to_end(facts.job_id)
-        while len(self._facts) > self.capacity:
-            self._facts.popitem(last=False)

@@ -42,6 +42,22 @@ def build_router(
     async def park(msg: RabbitMessage, spec: WorkQueueSpec, reason: str) -> None:
         await park_delivery(runtime.broker, spec, msg, reason=reason, service=SERVICE)
 
+    async def parked_as_forged(
+        msg: RabbitMessage, spec: WorkQueueSpec, event_type: EventType
+    ) -> bool:
+        """Park (and ack) a message whose publisher may not publish ``event_type``."""
+        refusal = publishers.refusal(
+            msg.raw_message.user_id,
+            event_type,
+            replayed=REPLAYED_FROM_HEADER in (msg.headers or {}),
+        )
+        if refusal is None:
+            return False
+        log.warning("archiver.forged_event", reason=refusal)
+        await park(msg, spec, refusal)
+        await msg.ack()
+        return True
+
     # MANUAL acks throughout: an event is acked only once its row is committed (and, for
     # job.rendered, its files are on disk and job.archived is confirmed).
     async def on_any_job_event(msg: RabbitMessage) -> None:
@@ -61,15 +77,7 @@ def build_router(
             return
         # Who published it (RabbitMQ-validated user_id) must be allowed to publish its
         # type: no other principal can end, cancel or complete somebody's job.
-        refusal = publishers.refusal(
-            msg.raw_message.user_id,
-            event.event_type,
-            replayed=REPLAYED_FROM_HEADER in (msg.headers or {}),
-        )
-        if refusal:
-            log.warning("archiver.forged_event", reason=refusal)
-            await park(msg, ledger_spec, refusal)
-            await msg.ack()
+        if await parked_as_forged(msg, ledger_spec, event.event_type):
             return
         try:
             outcome = await recorder.record(event)
@@ -99,15 +107,7 @@ def build_router(
 
     async def on_job_rendered(msg: RabbitMessage) -> None:
         """Fetch a render's images, archive them with metadata, publish job.archived."""
-        refusal = publishers.refusal(
-            msg.raw_message.user_id,
-            EventType.RENDERED,
-            replayed=REPLAYED_FROM_HEADER in (msg.headers or {}),
-        )
-        if refusal:
-            log.warning("archiver.forged_render", reason=refusal)
-            await park(msg, rendered_spec, refusal)
-            await msg.ack()
+        if await parked_as_forged(msg, rendered_spec, EventType.RENDERED):
             return
         try:
             event = JobRendered.model_validate_json(msg.body)

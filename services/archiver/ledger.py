@@ -38,7 +38,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.archiver.facts import JobFacts, JobFactsCache, LruSet
+from services.archiver.facts import JobFacts, JobFactsCache
 from services.archiver.locks import lock_key
 from services.archiver.states import FINAL, JobStatus, next_state
 from shared.events import (
@@ -52,6 +52,7 @@ from shared.events import (
     JobStarted,
     LedgerEntry,
 )
+from shared.lru import Lru
 
 #: At most this many rows per transaction: ``position`` keeps 16 bits for the ordinal.
 MAX_BATCH_ROWS = 65_535
@@ -166,7 +167,7 @@ class Ledger:
     def __init__(self, facts: JobFactsCache | None = None) -> None:
         self.facts = facts or JobFactsCache()
         #: Jobs known to have a state row (their first event created it).
-        self._has_state = LruSet(capacity=self.facts.capacity)
+        self._has_state: Lru[uuid.UUID, bool] = Lru(self.facts.capacity)
 
     async def record(self, conn: AsyncConnection, events: Sequence[Event]) -> list[Outcome]:
         """Record ``events`` (in order) in the caller's transaction; the caller commits.
@@ -207,7 +208,7 @@ class Ledger:
             await conn.execute(_ENSURE_STATES, {"ids": missing})
             states.update(await _read_states(conn, missing))
         for job_id in new_jobs:
-            self._has_state.add(job_id)
+            self._has_state.put(job_id, True)
 
         event_ids = list({events[i].event_id for i in admitted})
         already = {

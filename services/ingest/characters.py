@@ -10,10 +10,10 @@ from typing import Any
 from sqlalchemy import ColumnElement, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from services.ingest.caches import Lru
 from shared.db.models import CharacterDefinition
 from shared.events import CharacterDefinition as DefinitionBody
 from shared.events import CharacterRef, CharacterSnapshot, Problem, ReferenceImage
+from shared.lru import Lru
 
 ReferenceUrl = Callable[[str], str]
 

@@ -30,7 +30,6 @@ from sqlalchemy import bindparam, or_, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.ingest.caches import Lru
 from services.ingest.characters import CharacterResolver, ReferenceUrl
 from services.ingest.hygiene import clean_text, header_token, scrub
 from services.ingest.problems import clean_problem, problems_from_validation
@@ -51,6 +50,7 @@ from shared.events import (
     is_slug,
 )
 from shared.logging import get_logger
+from shared.lru import Lru
 from shared.messaging import EventBus
 
 log = get_logger(__name__)

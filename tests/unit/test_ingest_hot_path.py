@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from services.ingest.caches import Lru
 from services.ingest.submission import PublishedMarks
+from shared.lru import Lru
 
 
 def test_the_lru_forgets_the_least_recently_used_entry_beyond_its_size() -> None:

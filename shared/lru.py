@@ -1,9 +1,4 @@
-"""Bounded caches of facts that never change once they exist.
-
-Only immutable rows are cached, and only once seen (a miss is never remembered), so a
-cache can be stale only by *not yet* knowing something, never by knowing something
-that stopped being true. See "Hot path" in this service's README.
-"""
+"""A bounded least-recently-used mapping, for caches of facts that never change."""
 
 from __future__ import annotations
 
@@ -15,7 +10,11 @@ V = TypeVar("V")
 
 
 class Lru(Generic[K, V]):
-    """A small mapping that forgets the least recently used entry beyond ``size``."""
+    """A small mapping that forgets the least recently used entry beyond ``size``.
+
+    Bounded on purpose: a service that sees an unbounded stream of jobs keeps a flat
+    footprint, and an evicted entry costs one query to read again.
+    """
 
     def __init__(self, size: int) -> None:
         if size < 1:
