@@ -76,7 +76,9 @@ class Archivist:
         self.allowed_backends = allowed_backends
         self.sweep = sweep
         self.fetch_timeout = fetch_timeout
-        self.facts = facts or JobFactsCache(with_spec=True)
+        # Small: a job is archived once (its spec is read once, then only by duplicates),
+        # and a spec is kilobytes (the ledger's cache holds many facts of a few bytes).
+        self.facts = facts or JobFactsCache(256, with_spec=True)
 
     async def archive(self, event: JobRendered) -> JobArchived:
         """Archive every output of ``event`` once, then publish ``job.archived``.
