@@ -53,6 +53,11 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, scenarios.Options]:
     parser.add_argument(
         "--archivers", type=int, default=1, help="archiver processes in the throughput round"
     )
+    parser.add_argument(
+        "--split-archiver",
+        action="store_true",
+        help="the archiver's ledger and archive as two processes (throughput)",
+    )
     parser.add_argument("--latency-seconds", type=float, help="duration at 20 jobs/s (60)")
     parser.add_argument("--overhead-jobs", type=int, help="jobs of 1 s for the overhead ratio (60)")
     parser.add_argument("--window", type=float, help="utilisation window in seconds (30)")
@@ -66,6 +71,7 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, scenarios.Options]:
         simulators=args.simulators,
         backend_slots=args.backend_slots,
         archivers=args.archivers,
+        split_archiver=args.split_archiver,
         out=args.out,
         profile=not args.no_profile,
     )

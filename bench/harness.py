@@ -124,6 +124,7 @@ async def bench_pipeline(
     simulators: int = 1,
     backend_slots: int = 2,
     sim_args: list[str] | None = None,
+    archiver_roles: tuple[str, ...] = ("ledger", "archive"),
 ) -> AsyncIterator[Bench]:
     """A fresh database and the whole pipeline as OS processes; everything removed after."""
     await asyncio.to_thread(tmp.mkdir, parents=True, exist_ok=True)
@@ -137,6 +138,7 @@ async def bench_pipeline(
             database_url=database_url,
             tmp=tmp,
             backend_slots=backend_slots,
+            archiver_roles=list(archiver_roles),
             log_level="WARNING",
         )
         async with pipeline_processes(

@@ -53,6 +53,8 @@ class Options:
     backend_slots: int = 2
     #: Archiver processes in the throughput round (competing consumers of its queues).
     archivers: int = 1
+    #: Run the archiver's ledger and archive as two processes (ANIME_ARCHIVER_ROLES).
+    split_archiver: bool = False
     latency_rate: float = 20.0
     latency_seconds: float = 60.0
     calm_rate: float = 5.0
@@ -287,10 +289,14 @@ async def throughput(opts: Options, series: Series) -> list[Result]:
     return [base, *results]
 
 
-async def _extra_archiver(bench: Bench, index: int) -> None:
+async def _extra_archiver(bench: Bench, index: int, *, roles: str = "ledger,archive") -> None:
     """Another archiver process on the same queues (its own HTTP port)."""
     port = free_port()
-    env = {**bench.pipeline.env("archiver"), "ANIME_ARCHIVER_PORT": str(port)}
+    env = {
+        **bench.pipeline.env("archiver"),
+        "ANIME_ARCHIVER_PORT": str(port),
+        "ANIME_ARCHIVER_ROLES": roles,
+    }
     await bench.pipeline.supervisor.start(
         f"archiver-{index}",
         service_argv("archiver"),
@@ -304,8 +310,14 @@ async def _pipeline_throughput(opts: Options, series: Series) -> list[Result]:
     tmp = opts.tmp / f"bench-throughput-{uuid.uuid4().hex[:6]}"
     n = opts.jobs
     async with bench_pipeline(
-        tmp, render_seconds=0.0, simulators=opts.simulators, backend_slots=opts.backend_slots
+        tmp,
+        render_seconds=0.0,
+        simulators=opts.simulators,
+        backend_slots=opts.backend_slots,
+        archiver_roles=("ledger",) if opts.split_archiver else ("ledger", "archive"),
     ) as bench:
+        if opts.split_archiver:
+            await _extra_archiver(bench, 0, roles="archive")
         for index in range(2, opts.archivers + 1):
             await _extra_archiver(bench, index)
         rss_start = bench.rss_mb()
@@ -337,6 +349,7 @@ async def _pipeline_throughput(opts: Options, series: Series) -> list[Result]:
         "simulators": opts.simulators,
         "backend_slots": opts.backend_slots,
         "archivers": opts.archivers,
+        "split_archiver": opts.split_archiver,
         "render_seconds": 0.0,
         "image": "64x64, template model-free",
         "round_1": round1,
