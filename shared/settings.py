@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     #: end-to-end tests name the administrator that provisioned the run, so the CLI works
     #: as that account; production leaves it empty and the CLI runs as ``ops``.
     broker_operators: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    #: Renderer: seconds between health probes of each ComfyUI backend (idle ones too,
+    #: so readiness and ``anime_backend_up`` follow a backend going away and back).
+    backend_probe_interval: float = Field(default=2.0, gt=0)
 
     @field_validator("database_url")
     @classmethod

@@ -21,6 +21,7 @@ def create_app(settings: Settings | None = None) -> FastStream:
         settings.comfyui_urls,
         session=lambda: runtime.client,
         slots=settings.backend_slots,
+        probe_interval=settings.backend_probe_interval,
         unreachable_grace=settings.backend_unreachable_grace,
         transient_exception_types=settings.transient_exception_types,
     )

@@ -3,6 +3,10 @@
 Each backend is kept fed with at most ``slots`` prompts at once: enough that its GPU
 never idles between two jobs, few enough that a backend dying strands little work.
 A backend that fails is marked down and probed (``/system_stats``) until it answers.
+An idle backend (none of our prompts on it) is probed too, every ``probe_interval``
+seconds with a short timeout, so a backend that goes away while nothing runs on it is
+marked down within seconds rather than when the next job fails on it. A busy backend is
+not probed: its prompts in flight already tell.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ class BackendPool:
         session: Callable[[], aiohttp.ClientSession],
         slots: int = 2,
         probe_interval: float = 2.0,
+        probe_timeout: float | None = None,
         unreachable_grace: float = 60.0,
         transient_exception_types: Iterable[str] = (),
     ) -> None:
@@ -58,6 +63,8 @@ class BackendPool:
         self._slots = slots
         self.backends: list[Backend] = []
         self.probe_interval = probe_interval
+        #: How long an idle backend's ``/system_stats`` may take before it counts as down.
+        self.probe_timeout = probe_timeout or max(0.5, min(2.0, probe_interval))
         self._changed = asyncio.Condition()
         self._waiters: list[tuple[int, int]] = []
         self._tickets = itertools.count()
@@ -159,10 +166,11 @@ class BackendPool:
 
     async def _try_up(self, backend: Backend) -> None:
         try:
-            await backend.client.start()
-            await backend.client.system_stats()
+            async with asyncio.timeout(max(self.probe_timeout, 5.0)):
+                await backend.client.start()
+                await backend.client.system_stats()
         except (ComfyError, aiohttp.ClientError, OSError, TimeoutError) as exc:
-            backend.last_error = str(exc)
+            backend.last_error = str(exc) or type(exc).__name__
             BACKEND_UP.labels(backend.url).set(0)
             log.warning("renderer.backend_unreachable", backend=backend.url, error=str(exc))
             return
@@ -173,12 +181,40 @@ class BackendPool:
             self._changed.notify_all()
         log.info("renderer.backend_up", backend=backend.url)
 
+    async def _check_idle(self, backend: Backend) -> None:
+        """Probe a healthy backend none of our prompts is on; mark it down if it is gone."""
+        try:
+            async with asyncio.timeout(self.probe_timeout):
+                await backend.client.system_stats()
+        except (ComfyError, aiohttp.ClientError, OSError, TimeoutError) as exc:
+            error = f"health probe failed: {str(exc) or type(exc).__name__}"
+            async with self._changed:
+                # A render that took a slot meanwhile finds out for itself.
+                if backend.healthy and backend.in_flight == 0:
+                    backend.healthy = False
+                    backend.last_error = error
+                    BACKEND_UP.labels(backend.url).set(0)
+                    log.warning("renderer.backend_down", backend=backend.url, error=error)
+                self._changed.notify_all()
+
+    async def _probe_one(self, backend: Backend) -> None:
+        if not backend.healthy:
+            # A fresh client: new websocket, new clientId, no stale waiters.
+            await backend.client.close()
+            backend.client = self._new_client(backend.url)
+            await self._try_up(backend)
+        elif backend.in_flight == 0:
+            await self._check_idle(backend)
+
     async def _probe_loop(self) -> None:
         while True:
             await asyncio.sleep(self.probe_interval)
-            for backend in self.backends:
-                if not backend.healthy:
-                    # A fresh client: new websocket, new clientId, no stale waiters.
-                    await backend.client.close()
-                    backend.client = self._new_client(backend.url)
-                    await self._try_up(backend)
+            # Side by side: a backend that hangs does not delay the others' verdicts.
+            results = await asyncio.gather(
+                *(self._probe_one(b) for b in self.backends), return_exceptions=True
+            )
+            for backend, result in zip(self.backends, results, strict=True):
+                if isinstance(result, Exception):
+                    log.warning(
+                        "renderer.backend_probe_error", backend=backend.url, error=repr(result)
+                    )
