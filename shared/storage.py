@@ -31,6 +31,27 @@ class Storage(Protocol):
     def url(self, key: str) -> str: ...
 
 
+def _read_umask() -> int:
+    """The process's umask, read without changing it where the system allows.
+
+    ``os.umask`` can only be read by setting it, and the umask is process-wide: another
+    thread creating a file in between would get the wrong mode. Linux reports it in
+    ``/proc/self/status``; elsewhere the set-and-restore is done once, at import.
+    """
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+#: The mode of a written file: what ``open(path, "w")`` would give it (0666 minus the
+#: umask). ``mkstemp`` creates temp files 0600; the final file must not stay so.
+FILE_MODE = 0o666 & ~_read_umask()
+
+
 def host_tag() -> str:
     """This machine's name as it appears in temp file names."""
     return re.sub(r"[^A-Za-z0-9]", "_", socket.gethostname())[:40] or "host"
@@ -154,7 +175,10 @@ class LocalStorage:
         folders: dict[Path, None] = {}
         for path, data in items:
             with contextlib.suppress(OSError):
-                if path.stat().st_size == len(data) and path.read_bytes() == data:
+                found = path.stat()
+                if found.st_size == len(data) and path.read_bytes() == data:
+                    if found.st_mode & 0o777 != FILE_MODE:
+                        path.chmod(FILE_MODE)  # left 0600 by an older archiver
                     continue  # a crashed run's identical file
             self._write(path, data)
             folders[path.parent] = None
@@ -166,7 +190,11 @@ class LocalStorage:
         _fsync_dir(path.parent)
 
     def _write(self, path: Path, data: bytes) -> None:
-        """Temp file, fsync, rename: the name appears only once the bytes are on disk."""
+        """Temp file, fsync, rename: the name appears only once the bytes are on disk.
+
+        The file gets :data:`FILE_MODE` before the rename, so it appears with its final
+        mode (never 0600, as ``mkstemp`` creates it).
+        """
         path.parent.mkdir(parents=True, exist_ok=True)
         prefix = partial_prefix(os.getpid(), self._token, self._host)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=path.suffix)
@@ -174,6 +202,7 @@ class LocalStorage:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
                 handle.flush()
+                os.fchmod(handle.fileno(), FILE_MODE)  # readable as the umask allows
                 os.fsync(handle.fileno())
             Path(tmp).replace(path)
         except BaseException:

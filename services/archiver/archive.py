@@ -10,8 +10,9 @@ many archivers run:
 * the files are a pure function of the render (no clock in them), so a run that
   redoes a crashed one writes identical bytes; a file already there with the same
   sha256 is not written again;
-* images with identical content (ComfyUI reporting the same picture from two output
-  nodes) are archived once, detected by the sha256 of the fetched bytes.
+* every image ComfyUI reported is its own asset (index, file, row), even when two of
+  them have identical bytes (a user who asked for two images gets two); only the very
+  same file reported twice (same ``type``, ``subfolder`` and ``filename``) is one asset.
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ class _Batch:
 
     rows: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     keys: list[str] = dataclasses.field(default_factory=list)
-    seen: set[str] = dataclasses.field(default_factory=set)
+    #: ``(type, subfolder, filename)`` of each output archived: one file, one asset.
+    seen: set[tuple[str, str, str]] = dataclasses.field(default_factory=set)
 
 
 class Archivist:
@@ -145,12 +147,15 @@ class Archivist:
             if self.sweep is not None:
                 await self.sweep(folder)  # what a killed archiver may have left here
             for output in event.outputs:
+                # Identical bytes are still two images (two outputs of a batch may well
+                # be equal); only the same file on the backend reported twice is one.
+                where = (output.type, output.subfolder, output.filename)
+                if where in batch.seen:
+                    log.info("archiver.same_file_twice", filename=output.filename)
+                    continue
+                batch.seen.add(where)
                 source = await fetch_view(self.http(), backend, output, timeout=self.fetch_timeout)
                 source_sha = hashlib.sha256(source).hexdigest()
-                if source_sha in batch.seen:
-                    log.info("archiver.same_image_twice", filename=output.filename)
-                    continue
-                batch.seen.add(source_sha)
                 record = job_record(event, len(batch.rows), output, source_sha)
                 batch.rows.append(await self._write_one(event, source, record, batch))
         except (UnsafePath, NotAnImage) as exc:

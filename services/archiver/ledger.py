@@ -44,6 +44,7 @@ from services.archiver.states import FINAL, JobStatus, next_state
 from shared.events import (
     Event,
     EventType,
+    JobCancelled,
     JobFailed,
     JobProgress,
     JobRejected,
@@ -276,7 +277,15 @@ def _apply(state: _State, event: Event, job: JobFacts, now: datetime) -> LedgerE
 
 
 def _apply_details(state: _State, event: Event, *, moved: bool) -> None:
-    """Copy what watchers want to see at a glance (attempt, progress, reason)."""
+    """Copy what watchers want to see at a glance (attempt, progress, reason).
+
+    ``reason`` says why the job is where it is. While the job is in flight it is the
+    last retry's reason (``retrying``, and the ``rendering`` of the attempt after it);
+    a final state carries only its own: none when ``completed``, the failure's when
+    ``failed``, the cancellation's when ``cancelled``, the problems when ``rejected``.
+    ``attempt`` is the highest attempt any recorded event named, ``job.failed``
+    included, so the state and the events agree.
+    """
     if JobStatus(state.state) in FINAL and not moved:
         return
     if isinstance(event, JobStarted):
@@ -293,14 +302,19 @@ def _apply_details(state: _State, event: Event, *, moved: bool) -> None:
         state.attempt = event.attempt
         state.progress = 100.0
     elif isinstance(event, JobRetrying):
+        if JobStatus(state.state) is JobStatus.RETRYING:  # not a late one after "rendered"
+            state.reason = event.reason
+        state.attempt = max(state.attempt, event.attempt)
+    elif isinstance(event, JobFailed):
         state.reason = event.reason
         state.attempt = max(state.attempt, event.attempt)
-    elif isinstance(event, JobFailed | JobRejected):
-        state.reason = (
-            event.reason
-            if isinstance(event, JobFailed)
-            else "; ".join(f"{p.field}: {p.message}" for p in event.problems)
-        )
+    elif isinstance(event, JobRejected):
+        if moved:  # a rejection after acceptance is recorded but judges nothing
+            state.reason = "; ".join(f"{p.field}: {p.message}" for p in event.problems)
+    elif isinstance(event, JobCancelled):
+        state.reason = event.reason
+    if moved and JobStatus(state.state) is JobStatus.COMPLETED:
+        state.reason = None  # a retry's reason is history (the ledger keeps it)
 
 
 def _entry_from_row(row: Any) -> LedgerEntry:

@@ -136,25 +136,48 @@ async def test_a_duplicated_job_rendered_creates_one_set_of_files_and_rows(
     assert await records.state(job_id) == "completed"
 
 
-async def test_identical_images_in_one_render_are_archived_once(
+async def test_identical_images_in_one_render_are_each_their_own_asset(
     pipeline_settings: Settings, records: Records
 ) -> None:
+    """Two outputs are two assets, whatever their bytes (issue 12, item 8).
+
+    This test used to require the opposite (outputs with the same sha256 archived once).
+    But a user who asked for two images, and got two files from ComfyUI, must find two
+    images in the archive, even when the two happen to be byte-identical (a fixed seed,
+    a deterministic sampler). Only the very same file reported twice (same filename,
+    subfolder and type) is one image, so one asset.
+    """
     async with ImageBackend() as backend:
-        # ComfyUI reports the same picture from a SaveImage and a PreviewImage node
+        # ComfyUI wrote two files with the same picture, and a third one
         backend.add("saved.png", make_png(7))
         backend.add("preview.png", make_png(7))
         backend.add("other.png", make_png(8))
         settings = with_backend(pipeline_settings, backend)
-        spec = spec_for(batch_size=2)
+        spec = spec_for(batch_size=3)
         job_id = await insert_job(records.sessions, spec)
+        # ... and reported the last one twice (the same file)
+        names = ["saved.png", "preview.png", "other.png", "other.png"]
         async with running(archiver_app(settings)), publisher(settings) as bus:
-            await bus.publish(
-                rendered(job_id, spec, backend.url, ["saved.png", "preview.png", "other.png"])
-            )
+            await bus.publish(rendered(job_id, spec, backend.url, names))
             assert await eventually(lambda: records.final_state(job_id)) == "completed"
+        fetched = dict(backend.requests)
     rows = await records.assets(job_id)
-    assert [r.record["source"]["filename"] for r in rows] == ["saved.png", "other.png"]
-    assert [r.index for r in rows] == [0, 1]
+    # Then each distinct output is an asset of its own, numbered in order
+    assert [r.record["source"]["filename"] for r in rows] == [
+        "saved.png",
+        "preview.png",
+        "other.png",
+    ]
+    assert [r.index for r in rows] == [0, 1, 2]
+    assert rows[0].record["source"]["sha256"] == rows[1].record["source"]["sha256"]
+    # And each has its own file on disk
+    files = job_files(settings.asset_root, job_id)
+    assert [f.name for f in files] == [
+        "01.json", "01.png", "02.json", "02.png", "03.json", "03.png"
+    ]  # fmt: skip
+    assert len({r.path for r in rows}) == 3
+    # And the file reported twice was fetched once
+    assert fetched == {"saved.png": 1, "preview.png": 1, "other.png": 1}
 
 
 async def test_an_image_the_backend_no_longer_has_fails_the_job_and_leaves_no_files(

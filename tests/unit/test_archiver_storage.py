@@ -61,3 +61,18 @@ async def test_a_read_only_storage_refuses_to_write(tmp_path: Path) -> None:
         await storage.put("a.png", b"x")
     with pytest.raises(PermissionError):
         await storage.delete("a.png")
+
+
+async def test_files_get_the_mode_an_ordinary_write_gets_not_mkstemps(tmp_path: Path) -> None:
+    plain = tmp_path / "plain"
+    plain.write_bytes(b"x")
+    expected = plain.stat().st_mode & 0o777
+    storage = LocalStorage(tmp_path / "root")
+    await storage.put("a/01.png", b"one")
+    # A file an older archiver left 0600 with the same bytes is given the mode too
+    leftover = tmp_path / "root" / "a" / "02.png"
+    leftover.write_bytes(b"two")
+    leftover.chmod(0o600)
+    await storage.put_all([("a/02.png", b"two"), ("a/03.png", b"three")])
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "root" / "a").iterdir()}
+    assert modes == {"01.png": expected, "02.png": expected, "03.png": expected}
