@@ -24,19 +24,12 @@ from shared.auth import create_key, revoke_key
 from shared.broker_access import provision_services, service_env
 from shared.cli.ops import job_assets, job_row, load_seed, migrate, publish_submission, watch_job
 from shared.cli.processes import SERVICES, Supervisor, service_argv, simulator_argv
+from shared.cli.simulator import simulator_models
 from shared.db.session import make_engine, make_sessionmaker
 from shared.settings import REPO_ROOT, Settings
 
 #: The name of the key each demo run mints (and revokes when it ends).
 DEMO_KEY_NAME = "anime demo (revoked when the demo ends)"
-#: Names the simulator offers as installed models, so the real txt2img template validates.
-DEMO_MODELS = ["sd15-anime.safetensors"]
-DEMO_LORAS = [
-    "kai_nakamura_v1.safetensors",
-    "kai_nakamura_v2.safetensors",
-    "kai_nakamura_v3.safetensors",
-    "sakura_hana_v1.safetensors",
-]
 
 
 def demo_request() -> dict[str, Any]:
@@ -55,7 +48,6 @@ def demo_request() -> dict[str, Any]:
             "cfg": 6.5,
             "width": 512,
             "height": 512,
-            "checkpoint": DEMO_MODELS[0],
         },
         "priority": 5,
     }
@@ -120,7 +112,7 @@ async def _run(
                     port=port,
                     root=REPO_ROOT / "var" / "comfyui",
                     render_seconds=render_seconds,
-                    extra=["--models", ",".join(DEMO_MODELS), "--loras", ",".join(DEMO_LORAS)],
+                    extra=simulator_models(settings.templates_dir).argv(),
                 ),
                 ready_url=f"http://127.0.0.1:{port}/system_stats",
             )

@@ -109,6 +109,7 @@ def up(
 
     from shared.broker_access import provision_services, service_env
     from shared.cli.processes import Supervisor, service_argv, simulator_argv
+    from shared.cli.simulator import simulator_models
 
     colours = {"ingest": "cyan", "renderer": "magenta", "archiver": "green", "notifier": "yellow"}
 
@@ -133,7 +134,11 @@ def up(
                 await supervisor.start(
                     "comfyui-sim",
                     simulator_argv(
-                        port=port, root=REPO_ROOT / "var" / "comfyui", render_seconds=render_seconds
+                        port=port,
+                        root=REPO_ROOT / "var" / "comfyui",
+                        render_seconds=render_seconds,
+                        # The same set-up as the demo's: every model the jobs can name.
+                        extra=simulator_models(settings.templates_dir).argv(),
                     ),
                     ready_url=f"{url}/system_stats",
                 )
@@ -175,6 +180,21 @@ def submit(
     shot: Annotated[str | None, typer.Option(help="Shot slug.")] = None,
     prompt: Annotated[str, typer.Option(help="Shot prompt.")] = "",
     template: Annotated[str, typer.Option(help="Workflow template.")] = "txt2img",
+    negative_prompt: Annotated[str | None, typer.Option(help="Negative prompt.")] = None,
+    priority: Annotated[int | None, typer.Option(help="Priority 0-9 (9 most urgent).")] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--param",
+            "-p",
+            help="Job parameter KEY=VALUE (repeat): seed, steps, cfg, width, height, "
+            "batch_size, sampler, scheduler, checkpoint. Also applied over a file's requests.",
+        ),
+    ] = None,
+    file_option: Annotated[
+        Path | None,
+        typer.Option("--file", "-f", help="Request file (same as the FILE argument)."),
+    ] = None,
     watch: Annotated[
         bool, typer.Option(help="Show a progress bar per job until all end; then the files.")
     ] = False,
@@ -186,13 +206,27 @@ def submit(
     With --watch, exit 0 only if every job completed (1 otherwise).
 
     Examples: anime submit -c "Kai Nakamura" --prompt "rooftop at dusk" --watch;
-    anime submit shots.yaml --watch --json
+    anime submit -c "Kai Nakamura" --prompt "rooftop at dusk" -p steps=30 -p width=768;
+    anime submit shots.yaml --watch --json; anime submit --file request.json
     """
     from shared.cli.ops import publish_submission
+    from shared.cli.submitting import parse_params
 
     try:
+        if file is not None and file_option is not None:
+            raise ValueError("give the request file once (FILE or --file)")
+        file = file or file_option
+        params = parse_params(param or [])
         if file is not None:
             requests = _requests_from(file)
+            overrides: dict[str, Any] = {"negative_prompt": negative_prompt, "priority": priority}
+            for item in requests:
+                item.update({k: v for k, v in overrides.items() if v is not None})
+                if params:
+                    given = item.get("params") or {}
+                    if not isinstance(given, dict):
+                        raise ValueError("a request's params must be an object")
+                    item["params"] = {**given, **params}
         else:
             if not character:
                 raise ValueError("name at least one character (-c NAME) or give a request file")
@@ -206,6 +240,12 @@ def submit(
             request.update(
                 {k: v for k, v in (("episode", episode), ("scene", scene), ("shot", shot)) if v}
             )
+            if negative_prompt is not None:
+                request["negative_prompt"] = negative_prompt
+            if priority is not None:
+                request["priority"] = priority
+            if params:
+                request["params"] = params
             requests = [request]
         settings = get_settings()
 
