@@ -9,6 +9,7 @@ FastStream has let in-flight handlers finish.
 from __future__ import annotations
 
 import hmac
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -162,8 +163,9 @@ class ServiceRuntime:
 
     async def _healthz(self, _: web.Request) -> web.Response:
         """Liveness: open on purpose. It says only that the process answers (no data, no
-        dependency state), and orchestrators' probes carry no credentials."""
-        return web.json_response({"status": "ok", "service": self.name})
+        dependency state), and orchestrators' probes carry no credentials. The process id
+        lets a supervisor check it is talking to the process it started."""
+        return web.json_response({"status": "ok", "service": self.name, "pid": os.getpid()})
 
     async def _readyz(self, _: web.Request) -> web.Response:
         """Readiness: which dependency is down, never why (exception text names hosts and

@@ -92,8 +92,13 @@ def run(
         raise typer.Exit(EXIT_USAGE)
     import importlib
 
-    module = importlib.import_module(f"services.{service}.main")
-    _run(module.create_app().run())
+    from shared.cli.processes import serve_app
+
+    try:
+        module = importlib.import_module(f"services.{service}.main")
+        raise typer.Exit(_run(serve_app(module.create_app())))
+    except KeyboardInterrupt:  # Ctrl-C before the event loop's handlers are in
+        raise typer.Exit(130) from None
 
 
 @app.command()
@@ -106,9 +111,11 @@ def up(
     The simulator is started unless ANIME_COMFYUI_URLS names real ComfyUI servers.
     """
     import os
+    import signal
+    import time
 
     from shared.broker_access import provision_services, service_env
-    from shared.cli.processes import Supervisor, service_argv, simulator_argv
+    from shared.cli.processes import Supervisor, port_taken, service_argv, simulator_argv
     from shared.cli.simulator import simulator_models
 
     colours = {"ingest": "cyan", "renderer": "magenta", "archiver": "green", "notifier": "yellow"}
@@ -118,37 +125,80 @@ def up(
             f"[{colours.get(name, 'white')}]{name:>10}[/] {line}", markup=True, highlight=False
         )
 
-    async def main() -> None:
+    async def main() -> int:
         settings = get_settings()
-        supervisor = Supervisor(sink=sink)
-        env = {s: settings.as_env() for s in SERVICE_NAMES}
-        # Each service as its own least-privileged broker user where the account may
-        # provision them (guest on a development broker may); otherwise as the account.
-        urls = await provision_services(settings)
-        if urls is not None:
-            env = {s: service_env(settings, urls, s) for s in SERVICE_NAMES}
+        log_dir = REPO_ROOT / "var" / "logs" / time.strftime("up-%Y%m%d-%H%M%S")
+        supervisor = Supervisor(sink=sink, log_dir=log_dir)
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        received: list[int] = []
+        stopping = False
+
+        def on_signal(sig: signal.Signals) -> None:
+            # The first signal interrupts whatever `up` is doing; stopping the children
+            # (in `finally`) is never interrupted.
+            if not received and not stopping and task is not None:
+                task.cancel()
+            received.append(sig)
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal, sig)
+        sim_url = None
+        if simulator and "ANIME_COMFYUI_URLS" not in os.environ:
+            sim_url = settings.comfyui_urls[0]
+        ports = {f"{s} port": getattr(settings, f"{s}_port") for s in SERVICE_NAMES}
+        if sim_url is not None:
+            ports["simulator port"] = int(sim_url.rsplit(":", 1)[1])
+        for what, port in ports.items():
+            holder = port_taken(settings.http_host, port)
+            if holder is not None:
+                err.print(f"[red]error:[/] {what} {port} is {holder}", highlight=False)
+                return EXIT_FAILED
         try:
-            if simulator and "ANIME_COMFYUI_URLS" not in os.environ:
-                url = settings.comfyui_urls[0]
-                port = int(url.rsplit(":", 1)[1])
+            env = {s: settings.as_env() for s in SERVICE_NAMES}
+            # Each service as its own least-privileged broker user where the account may
+            # provision them (guest on a development broker may); otherwise as the account.
+            urls = await provision_services(settings)
+            if urls is not None:
+                env = {s: service_env(settings, urls, s) for s in SERVICE_NAMES}
+            if sim_url is not None:
                 await supervisor.start(
                     "comfyui-sim",
                     simulator_argv(
-                        port=port,
+                        port=ports["simulator port"],
                         root=REPO_ROOT / "var" / "comfyui",
                         render_seconds=render_seconds,
                         # The same set-up as the demo's: every model the jobs can name.
                         extra=simulator_models(settings.templates_dir).argv(),
                     ),
-                    ready_url=f"{url}/system_stats",
+                    ready_url=f"{sim_url}/system_stats",
                 )
             for service in ("archiver", "notifier", "renderer", "ingest"):
                 await supervisor.start(service, service_argv(service), env=env[service])
-            await asyncio.Event().wait()
+            name, code = await supervisor.first_exit()
+            err.print(
+                f"[red]error:[/] {name} exited unexpectedly with code {code}; "
+                f"its log: {log_dir / (name + '.log')}",
+                highlight=False,
+            )
+            return EXIT_FAILED
+        except asyncio.CancelledError:
+            if not received or task is None:
+                raise
+            task.uncancel()
+            return 128 + received[0]
+        except RuntimeError as exc:  # a child died while starting (Supervisor.wait_ready)
+            err.print(f"[red]error:[/] {exc}; logs in {log_dir}", highlight=False)
+            return EXIT_FAILED
         finally:
+            stopping = True
             await supervisor.stop_all()
 
-    _run(main())
+    try:
+        code = _run(main())
+    except KeyboardInterrupt:  # Ctrl-C before the event loop's handlers are in
+        code = 130
+    raise typer.Exit(code)
 
 
 def _requests_from(file: Path) -> list[dict[str, Any]]:

@@ -9,14 +9,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiohttp
+
+if TYPE_CHECKING:
+    from faststream import FastStream
 
 SERVICES = ("ingest", "renderer", "archiver", "notifier")
 
@@ -56,6 +62,99 @@ def simulator_argv(
         str(render_seconds),
         *(extra or []),
     ]
+
+
+def port_taken(host: str, port: int) -> str | None:
+    """None if ``host:port`` can be bound (as the services bind it), else what holds it.
+
+    The holder is named (pid and command) when /proc shows it, i.e. when it runs as the
+    same user; otherwise the answer is just "in use".
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as aiohttp binds
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                return f"cannot be bound ({exc.strerror})"
+        else:
+            return None
+    holder = _listener(port)
+    return f"in use by {holder}" if holder else "in use"
+
+
+def _listener(port: int) -> str | None:
+    """The process listening on TCP ``port``, from /proc (same-user processes only)."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for row in Path(table).read_text().splitlines()[1:]:
+                fields = row.split()
+                # local address "0100007F:20D1", state 0A = LISTEN, inode in column 10
+                if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":
+                    inodes.add(fields[9])
+    if not inodes:
+        return None
+    targets = {f"socket:[{inode}]" for inode in inodes}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            for fd in (entry / "fd").iterdir():
+                with contextlib.suppress(OSError):
+                    if str(fd.readlink()) in targets:
+                        argv = (entry / "cmdline").read_bytes().split(b"\0")
+                        command = " ".join(a.decode(errors="replace") for a in argv if a)
+                        return f"pid {entry.name} ({command[:120]})"
+    return None
+
+
+async def healthz_pid(url: str) -> int | None:
+    """The process id a service's ``/healthz`` reports (None if it answers none)."""
+    async with (
+        aiohttp.ClientSession() as client,
+        client.get(url, timeout=aiohttp.ClientTimeout(total=5)) as response,
+    ):
+        body = await response.json(content_type=None)
+    pid = body.get("pid") if isinstance(body, dict) else None
+    return pid if isinstance(pid, int) else None
+
+
+async def serve_app(app: FastStream) -> int:
+    """Run a service's FastStream app in this process until SIGINT or SIGTERM; return 0.
+
+    Instead of ``FastStream.run``: the signal handlers go in before anything else, and
+    a signal that arrives while the broker is still starting waits for the start to
+    finish before stopping it, rather than stopping a broker halfway through starting
+    (which, under load, could fail the shutdown and exit 1). A signal while the
+    service still waits for its dependencies abandons the start at once.
+    """
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    stop = asyncio.Event()
+    entering = True
+
+    def on_signal() -> None:
+        if entering and not stop.is_set() and main is not None:
+            main.cancel()
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    try:
+        async with app.lifespan_context():
+            entering = False
+            await app.start()
+            await stop.wait()
+            await app.stop()
+    except asyncio.CancelledError:
+        if not stop.is_set() or main is None:
+            raise
+        main.uncancel()  # the cancel was ours: a stop requested during start-up
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    return 0
 
 
 class Supervisor:
@@ -119,6 +218,21 @@ class Supervisor:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"{name} not ready at {managed.ready_url} after {timeout}s")
                 await asyncio.sleep(0.2)
+
+    async def first_exit(self) -> tuple[str, int]:
+        """Wait until one of the started processes exits; its name and exit code."""
+        waits = {
+            asyncio.ensure_future(m.process.wait()): name
+            for name, m in self.processes.items()
+            if m.process is not None
+        }
+        try:
+            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waits:
+                waiter.cancel()
+        first = next(iter(done))
+        return waits[first], first.result()
 
     async def signal(self, name: str, sig: signal.Signals) -> None:
         managed = self.processes[name]
