@@ -23,7 +23,14 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from shared.auth import create_key, revoke_key
 from shared.broker_access import provision_services, service_env
 from shared.cli.ops import job_assets, job_row, load_seed, migrate, publish_submission, watch_job
-from shared.cli.processes import SERVICES, Supervisor, service_argv, simulator_argv
+from shared.cli.processes import (
+    SERVICES,
+    Supervisor,
+    healthz_pid,
+    port_taken,
+    service_argv,
+    simulator_argv,
+)
 from shared.cli.simulator import simulator_models
 from shared.db.session import make_engine, make_sessionmaker
 from shared.settings import REPO_ROOT, Settings
@@ -60,6 +67,20 @@ def _free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def _own_ports(settings: Settings, console: Console) -> Settings:
+    """The settings with a free port for every service whose configured one is taken."""
+    update: dict[str, Any] = {}
+    for service in SERVICES:
+        port = getattr(settings, f"{service}_port")
+        holder = port_taken(settings.http_host, port)
+        if holder is not None:
+            update[f"{service}_port"] = _free_port()
+            console.print(f"{service}: port {port} is {holder}; using {update[f'{service}_port']}")
+    if "ingest_port" in update and settings.public_ingest_url.endswith(f":{settings.ingest_port}"):
+        update["public_ingest_url"] = f"http://127.0.0.1:{update['ingest_port']}"
+    return settings.model_copy(update=update) if update else settings
 
 
 async def run_demo(settings: Settings, console: Console, *, render_seconds: float = 2.0) -> int:
@@ -117,6 +138,7 @@ async def _run(
                 ready_url=f"http://127.0.0.1:{port}/system_stats",
             )
             console.print(f"ComfyUI simulator on port {port}")
+        settings = _own_ports(settings, console)
         # Each service as its own least-privileged broker user where the account may
         # provision them (guest on a development broker may); otherwise as the account.
         urls = await provision_services(settings)
@@ -134,7 +156,19 @@ async def _run(
                 env=env[service],
                 ready_url=f"http://{settings.http_host}:{ports[service]}/readyz",
             )
-            console.print(f"{service} ready on port {ports[service]}")
+            # Ready answered by the process we started, not another stack on that port.
+            host = (
+                "127.0.0.1" if settings.http_host in ("0.0.0.0", "", "::") else settings.http_host
+            )
+            pid = await healthz_pid(f"http://{host}:{ports[service]}/healthz")
+            own = supervisor.processes[service].process
+            if own is None or pid != own.pid:
+                console.print(
+                    f"[red]port {ports[service]} is answered by pid {pid}, not the demo's "
+                    f"{service}[/] (logs: {log_dir})"
+                )
+                return 1
+            console.print(f"{service} ready on port {ports[service]} (pid {pid})")
         assert set(SERVICES) <= set(supervisor.processes)
 
         event = await publish_submission(settings, request)
