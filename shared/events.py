@@ -197,6 +197,25 @@ class Problem(_Strict):
     suggestions: list[str] = Field(default_factory=list)
 
 
+class FailureProblem(_Strict):
+    """One thing wrong with a job that failed: where (node, input), what was given,
+    what would have fitted, and what to do. ``message`` reads on its own."""
+
+    message: str = Field(description="The whole problem as one readable line.")
+    node: str | None = Field(default=None, description="The workflow node id.")
+    node_class: str | None = Field(default=None, description="The node's class_type.")
+    input: str | None = Field(default=None, description="The node input at fault.")
+    value: Any = Field(default=None, description="The value the workflow gave that input.")
+    allowed: list[Any] | None = Field(
+        default=None,
+        description="Values the backend accepts (at most the first 20; null: not a list).",
+    )
+    allowed_total: int | None = Field(
+        default=None, description="How many values the backend accepts in all."
+    )
+    hint: str | None = Field(default=None, description="What to do about it.")
+
+
 class OutputImage(_Strict):
     """An image as ComfyUI reports it: fetch with ``GET /view``."""
 
@@ -357,6 +376,8 @@ class JobFailed(Event):
     attempt: int = Field(ge=0)
     #: ComfyUI's node errors in readable form, one line each.
     details: list[str] = Field(default_factory=list)
+    #: The same problems, structured (node, input, value, allowed values, hint).
+    problems: list[FailureProblem] = Field(default_factory=list)
 
 
 class JobArchived(Event):

@@ -34,7 +34,7 @@ from typing import Annotated, Any
 import structlog
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-from shared.events import Lora, ReferenceImage, RenderParams, derived_id
+from shared.events import FailureProblem, Lora, ReferenceImage, RenderParams, derived_id
 
 log = structlog.get_logger(__name__)
 
@@ -505,6 +505,8 @@ def compile_workflow(
 
 _PRIMITIVES = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN"})
 _SHOW_CHOICES = 8
+#: At most this many allowed values travel in a structured problem.
+ALLOWED_IN_PROBLEM = 20
 
 
 def _spec_parts(spec: object) -> tuple[object, dict[str, Any]]:
@@ -534,17 +536,31 @@ def _compatible(produced: object, expected: object) -> bool:
     return bool(set(produced_name.split(",")) & set(expected_name.split(",")))
 
 
-def _choice_problem(where: str, value: object, choices: list[Any]) -> str:
+def _choice_problem(where: str, value: object, choices: list[Any]) -> FailureProblem:
     shown = ", ".join(repr(c) for c in choices[:_SHOW_CHOICES])
     if len(choices) > _SHOW_CHOICES:
         shown += f", ... ({len(choices)} in total)"
     text = f"{where}: {value!r} is not one of the allowed values [{shown}]"
+    hints: list[str] = []
     if not choices:
         text += " (the server lists none: are the files installed on it?)"
+        hints.append("install the file on the backend, or name one it lists")
     close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=3, cutoff=0.6)
     if close:
-        text += "; did you mean " + " or ".join(repr(c) for c in close) + "?"
-    return text
+        suggestion = "did you mean " + " or ".join(repr(c) for c in close) + "?"
+        text += "; " + suggestion
+        hints.insert(0, suggestion)
+    return FailureProblem(
+        message=text,
+        value=_jsonable(value),
+        allowed=[_jsonable(c) for c in choices[:ALLOWED_IN_PROBLEM]],
+        allowed_total=len(choices),
+        hint="; ".join(hints) or None,
+    )
+
+
+def _jsonable(value: object) -> Any:
+    return value if isinstance(value, str | int | float | bool) or value is None else repr(value)
 
 
 def _number_problem(where: str, value: object, kind: str, options: Mapping[str, Any]) -> str | None:
@@ -567,7 +583,7 @@ def _check_input(
     where: str,
     value: object,
     spec: object,
-) -> str | None:
+) -> FailureProblem | str | None:
     kind, options = _spec_parts(spec)
     if _is_link(value):
         assert isinstance(value, list)
@@ -619,7 +635,20 @@ def validate_against_object_info(
 ) -> list[str]:
     """Check a workflow against a server's ``/object_info`` before submitting it.
 
-    Returns one readable line per problem (empty list = looks valid):
+    Returns one readable line per problem (empty list = looks valid): the
+    ``message`` of each of :func:`object_info_problems`.
+    """
+    return [p.message for p in object_info_problems(workflow, object_info)]
+
+
+def object_info_problems(
+    workflow: Mapping[str, Any], object_info: Mapping[str, Any]
+) -> list[FailureProblem]:
+    """Check a workflow against a server's ``/object_info`` before submitting it.
+
+    Returns one structured problem per fault (empty list = looks valid), each with a
+    readable ``message`` and, where it applies, the node, input, value given, the
+    allowed values and a hint:
 
     * node classes that are not installed (with close names);
     * required inputs that are missing;
@@ -633,23 +662,33 @@ def validate_against_object_info(
     output: templates have no dead branches, and a dead branch with an error is a
     template bug worth hearing about.
     """
-    problems: list[str] = []
+    problems: list[FailureProblem] = []
     all_known = True
     has_output = False
     for node_id in sorted(workflow, key=_node_sort_key):
         node = workflow[node_id]
         class_type = node.get("class_type") if isinstance(node, Mapping) else None
         if not isinstance(class_type, str) or not class_type:
-            problems.append(f"node {node_id}: missing class_type")
+            problems.append(
+                FailureProblem(message=f"node {node_id}: missing class_type", node=node_id)
+            )
             all_known = False
             continue
         where = f"node {node_id} ({class_type})"
+        at = {"node": node_id, "node_class": class_type}
         info = object_info.get(class_type)
         if not isinstance(info, Mapping):
             all_known = False
             close = difflib.get_close_matches(class_type, list(object_info), n=3, cutoff=0.7)
-            hint = f"; did you mean {' or '.join(close)}?" if close else ""
-            problems.append(f"{where}: node class is not installed on this server{hint}")
+            hint = f"did you mean {' or '.join(close)}?" if close else None
+            problems.append(
+                FailureProblem(
+                    message=f"{where}: node class is not installed on this server"
+                    + (f"; {hint}" if hint else ""),
+                    hint=hint or "install the custom node on the backend",
+                    **at,
+                )
+            )
             continue
         has_output = has_output or bool(info.get("output_node"))
         sections = info.get("input", {})
@@ -657,21 +696,34 @@ def validate_against_object_info(
         optional = sections.get("optional", {}) if isinstance(sections, Mapping) else {}
         inputs = node.get("inputs", {})
         if not isinstance(inputs, Mapping):
-            problems.append(f"{where}: inputs must be an object")
+            problems.append(FailureProblem(message=f"{where}: inputs must be an object", **at))
             continue
         for name in required:
             if name not in inputs:
-                problems.append(f"{where} input {name}: required input is missing")
+                problems.append(
+                    FailureProblem(
+                        message=f"{where} input {name}: required input is missing",
+                        input=name,
+                        **at,
+                    )
+                )
         for name, value in inputs.items():
             spec = required.get(name, optional.get(name))
             if spec is None:
                 continue  # hidden or unknown inputs are ignored by the server
-            problem = _check_input(workflow, object_info, f"{where} input {name}", value, spec)
-            if problem is not None:
-                problems.append(problem)
+            found = _check_input(workflow, object_info, f"{where} input {name}", value, spec)
+            if isinstance(found, str):
+                found = FailureProblem(
+                    message=found, value=None if _is_link(value) else _jsonable(value)
+                )
+            if found is not None:
+                problems.append(found.model_copy(update={**at, "input": name}))
     if workflow and all_known and not has_output:
         problems.append(
-            "workflow has no output node (SaveImage, PreviewImage ...): "
-            "the server would refuse it (prompt_no_outputs)"
+            FailureProblem(
+                message="workflow has no output node (SaveImage, PreviewImage ...): "
+                "the server would refuse it (prompt_no_outputs)",
+                hint="add a SaveImage node to the template",
+            )
         )
     return problems

@@ -16,7 +16,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from services.ingest.characters import MAX_VERSION
 from services.ingest.hygiene import is_clean
-from shared.events import CharacterDefinition, Lora, Problem, ShotRequest, Slug
+from shared.events import CharacterDefinition, FailureProblem, Lora, Problem, ShotRequest, Slug
 
 
 def _single_line(value: str) -> str:
@@ -268,11 +268,28 @@ class JobSummary(_Out):
     updated_at: datetime
 
 
+class JobFailure(_Out):
+    """Why a failed job failed: its ``job.failed`` event, unabridged."""
+
+    reason: str
+    error_kind: str
+    attempt: int
+    problems: list[FailureProblem] = Field(
+        default_factory=list,
+        description="What failed, where (node, input), what was expected, what to do.",
+    )
+    details: list[str] = Field(default_factory=list, description="The problems as lines.")
+
+
 class JobDocument(JobSummary):
     progress: float
     attempt: int
     reason: str | None
-    problems: list[Problem]
+    problems: list[Problem] = Field(description="Why the request was rejected (verdict).")
+    failure: JobFailure | None = Field(
+        default=None,
+        description="Why the render failed: set while the job is failed (its job.failed).",
+    )
     events: list[LedgerLine]
     assets: list[AssetOut]
 

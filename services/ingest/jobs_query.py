@@ -16,7 +16,7 @@ from typing import Literal
 from sqlalchemy import ColumnElement, case, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.ingest.api_models import JobDocument, JobSummary
+from services.ingest.api_models import JobDocument, JobFailure, JobSummary
 from services.ingest.characters import suggest_names, visible_to
 from services.ingest.errors import Invalid
 from services.ingest.projects_service import project_for_write
@@ -70,6 +70,7 @@ def job_document(
         attempt=state.attempt if state else 0,
         reason=state.reason if state else None,
         problems=job.problems or [],
+        failure=job_failure(state, events),
         events=[
             {
                 "seq": e.seq,
@@ -92,6 +93,23 @@ def job_document(
             for a in assets
         ],
     )
+
+
+def job_failure(state: JobState | None, events: Sequence[JobEvent]) -> JobFailure | None:
+    """The failure document of a failed job: its last ``job.failed`` event's payload."""
+    if state is None or state.state != "failed":
+        return None
+    for event in reversed(events):
+        if event.event_type == "job.failed":
+            payload = event.payload
+            return JobFailure(
+                reason=payload.get("reason", state.reason or ""),
+                error_kind=payload.get("error_kind", ""),
+                attempt=payload.get("attempt", state.attempt),
+                problems=payload.get("problems", []),
+                details=payload.get("details", []),
+            )
+    return None
 
 
 async def load_job(session: AsyncSession, job_id: uuid.UUID) -> tuple[Job, JobState | None] | None:

@@ -129,13 +129,13 @@ def build_router(
                 error_kind=outcome.kind,
                 attempt=attempt,
                 details=outcome.details,
+                problems=outcome.problems,
             )
         )
-        details = f" | {'; '.join(outcome.details)[:600]}" if outcome.details else ""
         await park(
             msg,
             intake,
-            f"{outcome.kind}: {outcome.reason}{details}",
+            park_reason(outcome, accepted.job_id),
             **{ATTEMPT_HEADER: attempt, "x-error-kind": outcome.kind},
         )
 
@@ -327,6 +327,7 @@ def build_router(
                         transient=True,
                         backend=outcome.backend,
                         details=outcome.details,
+                        problems=outcome.problems,
                     )
                 log.error(
                     "renderer.failed",
@@ -382,3 +383,20 @@ def build_router(
         await cancels.request(event.job_id, event.reason)
 
     return router
+
+
+#: The park reason header is cut at 1000 characters (shared.messaging): stay below.
+PARK_REASON_LIMIT = 950
+
+
+def park_reason(outcome: Failed, job_id: object) -> str:
+    """``kind: reason``, then one ``- detail`` line per problem, whole lines only: what
+    does not fit is counted and pointed at (``anime jobs show``), never cut mid-word."""
+    text = f"{outcome.kind}: {outcome.reason}"
+    for index, line in enumerate(outcome.details):
+        rest = len(outcome.details) - index
+        more = f"\n- ({rest} more: anime jobs show {job_id})"
+        if len(text) + len(line) + 3 + len(more) > PARK_REASON_LIMIT:
+            return text + more
+        text += f"\n- {line}"
+    return text

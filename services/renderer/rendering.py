@@ -25,9 +25,16 @@ from services.renderer.comfyui import (
     ProgressUpdate,
     RunResult,
 )
-from services.renderer.comfyui.errors import ComfyPromptLost
+from services.renderer.comfyui.errors import (
+    ComfyExecutionError,
+    ComfyPromptLost,
+    readable_node_error,
+    readable_prompt_error,
+)
+from services.renderer.comfyui.models import node_sort_key
 from services.renderer.pool import Backend, BackendPool
 from shared.events import (
+    FailureProblem,
     JobAccepted,
     JobProgress,
     JobStarted,
@@ -46,8 +53,8 @@ from shared.workflows import (
     compile_workflow,
     derive_prompt_id,
     filename_prefix_for,
+    object_info_problems,
     reference_upload_name,
-    validate_against_object_info,
 )
 
 log = get_logger(__name__)
@@ -79,6 +86,8 @@ class Failed:
     transient: bool
     backend: str | None = None
     details: list[str] = dataclasses.field(default_factory=list)
+    #: The same problems, structured (``JobFailed.problems``).
+    problems: list[FailureProblem] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -236,7 +245,8 @@ class RenderService:
                 kind=exc.kind,
                 transient=False,
                 backend=backend.url,
-                details=exc.details,
+                details=[p.message for p in exc.problems],
+                problems=exc.problems,
             )
         except _ReferenceUnavailable as exc:
             # Ingest is away or busy: the job and the backend are fine, so try again
@@ -249,6 +259,7 @@ class RenderService:
                 transient=False,
                 backend=backend.url,
                 details=exc.readable(),
+                problems=validation_problems(exc),
             )
         except ComfyPromptDeleted:
             return Interrupted(backend=backend.url, stage="queued")
@@ -266,6 +277,7 @@ class RenderService:
                 transient=exc.transient,
                 backend=backend.url,
                 details=exc.details(),
+                problems=comfy_problems(exc),
             )
         except TimeoutError:
             return Failed(
@@ -306,7 +318,7 @@ class RenderService:
             )
         except TemplateError as exc:
             raise _Permanent(str(exc), "template") from exc
-        problems = validate_against_object_info(workflow, await backend.client.object_info())
+        problems = object_info_problems(workflow, await backend.client.object_info())
         if problems:
             raise _Permanent(
                 f"workflow {spec.template!r} does not fit backend {backend.url}",
@@ -395,11 +407,71 @@ class RenderService:
 
 
 class _Permanent(Exception):
-    def __init__(self, reason: str, kind: str, details: list[str] | None = None) -> None:
+    def __init__(
+        self, reason: str, kind: str, problems: list[FailureProblem] | None = None
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.kind = kind
-        self.details = details or []
+        self.problems = problems or []
+
+
+def validation_problems(exc: ComfyValidationError) -> list[FailureProblem]:
+    """ComfyUI's refusal as structured problems, in the order of ``exc.readable()``."""
+    problems: list[FailureProblem] = []
+    for node_id in sorted(exc.node_errors, key=node_sort_key):
+        entry = exc.node_errors[node_id]
+        node_class = entry.class_type or None
+        if not entry.errors:
+            problems.append(
+                FailureProblem(
+                    message=f"node {node_id} ({entry.class_type or 'unknown class'}): invalid",
+                    node=node_id,
+                    node_class=node_class,
+                )
+            )
+        for err in entry.errors:
+            extra = err.extra_info
+            allowed: list[Any] | None = None
+            config = extra.get("input_config")
+            if isinstance(config, list) and config and isinstance(config[0], list):
+                allowed = config[0]
+            hint = None
+            if allowed is not None and not allowed:
+                hint = "the server lists none: install the file on it, or name one it lists"
+            problems.append(
+                FailureProblem(
+                    message=readable_node_error(node_id, entry.class_type, err),
+                    node=node_id,
+                    node_class=node_class,
+                    input=err.input_name,
+                    value=_jsonable(extra.get("received_value")),
+                    allowed=None if allowed is None else [_jsonable(a) for a in allowed[:20]],
+                    allowed_total=None if allowed is None else len(allowed),
+                    hint=hint,
+                )
+            )
+    if exc.error is not None and (
+        not problems or exc.error.type != "prompt_outputs_failed_validation"
+    ):
+        problems.insert(0, FailureProblem(message=readable_prompt_error(exc.error)))
+    if not problems:
+        problems.append(FailureProblem(message=exc.message))
+    return problems
+
+
+def comfy_problems(exc: ComfyError) -> list[FailureProblem]:
+    """Structured problems of any other ComfyUI error (one per ``details()`` line)."""
+    if isinstance(exc, ComfyExecutionError):
+        return [
+            FailureProblem(message=line, node=exc.node_id, node_class=exc.node_type or None)
+            for line in exc.details()
+        ]
+    return [FailureProblem(message=line) for line in exc.details()]
+
+
+def _jsonable(value: object) -> Any:
+    return value if isinstance(value, str | int | float | bool) or value is None else repr(value)
 
 
 class _ReferenceUnavailable(Exception):

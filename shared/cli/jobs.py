@@ -25,8 +25,9 @@ from shared.cli.common import (
     print_json,
     run_async,
 )
+from shared.cli.failures import failure_lines, print_wrapped
 from shared.cli.watching import FINAL_STATES, STATE_STYLE
-from shared.db.models import Job, JobState, Project
+from shared.db.models import Job, JobEvent, JobState, Project
 from shared.db.session import make_engine, make_sessionmaker
 from shared.events import JobCancelRequested, Producer, derived_id, utcnow
 from shared.publishers import broker_user
@@ -72,6 +73,10 @@ async def list_jobs(
         query = query.where(state_expr == state)
     async with _session(settings) as session:
         rows = (await session.execute(query)).all()
+        failures = await _failures(
+            session,
+            [job.id for job, job_state, _ in rows if job_state and job_state.state == "failed"],
+        )
     return [
         {
             "job_id": str(job.id),
@@ -84,11 +89,27 @@ async def list_jobs(
             "attempt": job_state.attempt if job_state else 0,
             "backend": job_state.backend if job_state else None,
             "reason": job_state.reason if job_state else None,
+            "problems": failures.get(job.id, {}).get("problems", []),
+            "details": failures.get(job.id, {}).get("details", []),
             "created_at": job.created_at.isoformat(),
             "updated_at": (job_state.updated_at if job_state else job.created_at).isoformat(),
         }
         for job, job_state, current in rows
     ]
+
+
+async def _failures(
+    session: AsyncSession, job_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, dict[str, Any]]:
+    """The last ``job.failed`` payload of each of ``job_ids``."""
+    if not job_ids:
+        return {}
+    events = await session.scalars(
+        select(JobEvent)
+        .where(JobEvent.job_id.in_(job_ids), JobEvent.event_type == "job.failed")
+        .order_by(JobEvent.job_id, JobEvent.seq)
+    )
+    return {event.job_id: event.payload for event in events}
 
 
 async def show_job(settings: Settings, job_id: uuid.UUID) -> dict[str, Any] | None:
@@ -217,7 +238,7 @@ def jobs_list(
         return
     table = Table(title=f"{len(rows)} job(s)", title_justify="left")
     for column in ("job", "project", "shot", "state", "progress", "attempt", "age", "reason"):
-        table.add_column(column, overflow="fold")
+        table.add_column(column, overflow="fold", min_width=40 if column == "reason" else None)
     for row in rows:
         style = STATE_STYLE.get(row["state"], "")
         table.add_row(
@@ -228,7 +249,7 @@ def jobs_list(
             f"{row['progress']:.0f}%",
             str(row["attempt"]),
             _ago(row["created_at"]),
-            (row["reason"] or "")[:80],
+            "\n".join(failure_lines(row["reason"], row["problems"], row["details"])),
         )
     console.print(table)
 
@@ -259,12 +280,20 @@ def jobs_show(
         "template",
         "attempt",
         "backend",
-        "reason",
+        *(() if document.get("failure") else ("reason",)),
         "created_at",
         "finished_at",
     ):
         if document.get(key) not in (None, ""):
             console.print(f"  {key:<12} {document[key]}", highlight=False)
+    failure = document.get("failure")
+    if failure:
+        console.print("  failure", highlight=False)
+        print_wrapped(
+            console,
+            failure_lines(failure["reason"], failure["problems"], failure["details"]),
+            indent="    ",
+        )
     for version in document["character_versions"]:
         console.print(f"  character    {version.get('name')} v{version.get('version')}")
     for event in document["events"]:

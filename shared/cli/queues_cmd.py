@@ -18,6 +18,7 @@ from shared.cli.common import (
     print_json,
     run_async,
 )
+from shared.cli.failures import print_wrapped
 from shared.queues import (
     DeadLetter,
     DeadLetterFilter,
@@ -138,17 +139,23 @@ def queues(
 
 def _letters_table(letters: list[DeadLetter], title: str) -> Table:
     table = Table(title=title, title_justify="left")
-    for column in ("id", "job", "reason", "attempt", "age"):
+    for column in ("id", "job", "attempt", "age"):
         table.add_column(column, overflow="fold")
     for letter in letters:
         table.add_row(
             letter.id,
             letter.job_id or "—",
-            letter.reason[:120],
             str(letter.attempt) if letter.attempt is not None else "—",
             age_text(letter.age_seconds),
         )
     return table
+
+
+def _print_reasons(letters: list[DeadLetter]) -> None:
+    """Each letter's whole reason under the table, wrapped at word boundaries."""
+    for letter in letters:
+        console.print(f"[bold]{letter.id}[/]", highlight=False)
+        print_wrapped(console, letter.reason.splitlines() or [""])
 
 
 def _filter(
@@ -185,6 +192,7 @@ def dlq_list(
         print_json({"queue": name, "dead_letters": [d.summary() for d in letters]})
         return
     console.print(_letters_table(letters, f"{name}: {len(letters)} dead letter(s)"))
+    _print_reasons(letters)
 
 
 @dlq_app.command("queues")

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from shared.cli.common import api_headers, notifier_base
+from shared.cli.failures import failure_lines, print_wrapped
 from shared.settings import Settings
 
 FINAL_STATES = frozenset({"completed", "failed", "cancelled", "rejected"})
@@ -34,6 +35,9 @@ class JobProgress:
     last_event: str = ""
     percent: float = 0.0
     reason: str | None = None
+    #: A failure's structured problems (``job.failed``'s ``problems``) and its lines.
+    problems: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    details: list[str] = dataclasses.field(default_factory=list)
     assets: list[str] = dataclasses.field(default_factory=list)
 
     @property
@@ -52,6 +56,9 @@ class JobProgress:
             self.percent = 100.0
         if self.last_event in ("job.failed", "job.retrying", "job.cancelled"):
             self.reason = str(event.get("reason") or "") or None
+        if self.last_event == "job.failed":
+            self.problems = list(event.get("problems") or [])
+            self.details = [str(d) for d in event.get("details") or []]
         if self.last_event == "job.rejected":
             problems = event.get("problems") or []
             self.reason = "; ".join(f"{p.get('field')}: {p.get('message')}" for p in problems)
@@ -63,6 +70,8 @@ class JobProgress:
             "job_id": str(self.job_id),
             "state": self.state,
             "reason": self.reason,
+            "problems": self.problems,
+            "details": self.details,
             "assets": self.assets,
         }
 
@@ -138,11 +147,11 @@ async def watch_with_progress(
         jobs = await follow_jobs(settings, job_ids, show, timeout=timeout)
     for progress in jobs.values():
         style = STATE_STYLE.get(progress.state, "white")
-        console.print(
-            f"job {progress.job_id} [{style}]{progress.state}[/]"
-            + (f": {progress.reason}" if progress.reason and progress.state != "completed" else ""),
-            soft_wrap=True,
-        )
+        console.print(f"job {progress.job_id} [{style}]{progress.state}[/]", soft_wrap=True)
+        if progress.state != "completed":
+            print_wrapped(
+                console, failure_lines(progress.reason, progress.problems, progress.details)
+            )
         for path in progress.assets:
             console.print(f"  archived: [bold green]{path}[/]", highlight=False, soft_wrap=True)
     return jobs
