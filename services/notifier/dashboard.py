@@ -38,7 +38,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 
 from shared.auth import principal_of, requires
-from shared.db.models import Asset, Job, JobState
+from shared.db.models import Asset, Job, JobEvent, JobState
 from shared.logging import get_logger
 from shared.queues import (
     ADMIN_KEY,
@@ -274,6 +274,21 @@ class Dashboard:
                 )
             ).all()
             ids = [job.id for job, _ in recent]
+            failed_ids = sorted(
+                {job.id for job, state in [*recent, *failed] if state and state.state == "failed"}
+            )
+            failures = {
+                event.job_id: event.payload
+                for event in (
+                    await session.scalars(
+                        select(JobEvent)
+                        .where(JobEvent.job_id.in_(failed_ids), JobEvent.event_type == "job.failed")
+                        .order_by(JobEvent.job_id, JobEvent.seq)
+                    )
+                    if failed_ids
+                    else []
+                )
+            }
             assets = (
                 (
                     await session.execute(
@@ -314,15 +329,20 @@ class Dashboard:
             first_asset.setdefault(job_id, []).append(str(asset_id))
         return {
             "throughput": throughput,
-            "recent": [_job_row(job, state, first_asset.get(job.id, [])) for job, state in recent],
-            "failed": [_job_row(job, state, []) for job, state in failed],
+            "recent": [
+                _job_row(job, state, first_asset.get(job.id, []), failures.get(job.id))
+                for job, state in recent
+            ],
+            "failed": [_job_row(job, state, [], failures.get(job.id)) for job, state in failed],
         }
 
 
 DASHBOARD_KEY: web.AppKey[Dashboard] = web.AppKey("anime_dashboard", Dashboard)
 
 
-def _job_row(job: Job, state: JobState | None, assets: list[str]) -> dict[str, Any]:
+def _job_row(
+    job: Job, state: JobState | None, assets: list[str], failure: dict[str, Any] | None = None
+) -> dict[str, Any]:
     current = state.state if state else ("rejected" if job.verdict == "rejected" else "submitted")
     progress = state.progress if state else 0.0
     if current == "completed":
@@ -341,6 +361,8 @@ def _job_row(job: Job, state: JobState | None, assets: list[str]) -> dict[str, A
         "created_at": job.created_at.isoformat(),
         "updated_at": (state.updated_at if state else job.created_at).isoformat(),
         "assets": assets,
+        # A failed job's structured problems (its job.failed), shown on its card.
+        "problems": (failure or {}).get("problems", []) if current == "failed" else [],
     }
 
 

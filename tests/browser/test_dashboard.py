@@ -133,6 +133,13 @@ async def test_dashboard_shows_queues_jobs_failures_and_replays(
         failed_row = page.locator(f"[data-testid=failed-job][data-job-id='{failing.job_id}']")
         await failed_row.wait_for()
         assert "validation" in (await failed_row.inner_text()).lower()
+        # with ComfyUI's node errors as problems, on the row and on the job's card
+        assert "node" in await failed_row.locator("[data-testid=problem]").first.inner_text()
+        card_problem = page.locator(
+            f"[data-testid=job][data-job-id='{failing.job_id}'] [data-testid=problem]"
+        )
+        await card_problem.first.wait_for()
+        assert "node" in await card_problem.first.inner_text()
         letter = page.locator("[data-testid=dead-letter]")
         await letter.first.wait_for()
         assert await letter.count() == 1

@@ -166,8 +166,36 @@ function jobElement(job) {
     '<img class="thumb" alt="">' +
     '<div class="meta"><div><span class="id"></span> <span class="state-holder"></span></div>' +
     '<div class="shot"></div><div class="bar"><div></div></div>' +
-    '<div class="muted detail"></div></div>';
+    '<div class="muted detail"></div><ul class="problems" data-testid="problems"></ul></div>';
   return el;
+}
+
+// A failure's problems, one item each: what failed where, what was allowed, what to do.
+function problemItems(problems) {
+  return (problems || []).map((p) => {
+    const li = document.createElement("li");
+    li.setAttribute("data-testid", "problem");
+    const message = document.createElement("div");
+    message.textContent = p.message || "";
+    li.append(message);
+    if (Array.isArray(p.allowed) && !String(p.message || "").includes("allowed values")) {
+      const allowed = document.createElement("div");
+      allowed.className = "muted";
+      const total = typeof p.allowed_total === "number" ? p.allowed_total : p.allowed.length;
+      allowed.textContent = "allowed: " + (p.allowed.length
+        ? p.allowed.map((a) => JSON.stringify(a)).join(", ") +
+          (total > p.allowed.length ? " … and " + (total - p.allowed.length) + " more" : "")
+        : "none");
+      li.append(allowed);
+    }
+    if (p.hint && !String(p.message || "").includes(p.hint)) {
+      const hint = document.createElement("div");
+      hint.className = "hint";
+      hint.textContent = "hint: " + p.hint;
+      li.append(hint);
+    }
+    return li;
+  });
 }
 
 function paintJob(entry) {
@@ -183,6 +211,9 @@ function paintJob(entry) {
     ? data.reason || ""
     : Math.round(data.progress) + "%" + (data.attempt > 1 ? " · attempt " + data.attempt : "");
   el.querySelector(".detail").textContent = detail;
+  el.querySelector(".problems").replaceChildren(
+    ...(data.state === "failed" ? problemItems(data.problems) : []),
+  );
   const img = el.querySelector(".thumb");
   if (data.assets && data.assets.length) loadThumbnail(img, data.assets[0]);
 }
@@ -257,10 +288,15 @@ function renderFailed(list) {
     const tr = document.createElement("tr");
     tr.dataset.jobId = job.job_id;
     tr.setAttribute("data-testid", "failed-job");
+    const reason = cell(job.reason || "", "reason");
+    const problems = document.createElement("ul");
+    problems.className = "problems";
+    problems.append(...problemItems(job.problems));
+    reason.append(problems);
     tr.append(
       cell(job.job_id.slice(0, 8), "mono"),
       cell(job.project + (job.shot ? " / " + job.shot : "")),
-      cell(job.reason || "", "reason"),
+      reason,
       cell(num(job.attempt), "num"),
       cell(sinceText(job.updated_at) + " ago", "num"),
     );
@@ -328,7 +364,7 @@ function onEvent(frame) {
   if (!entry) {
     const job = {
       job_id: frame.job_id, project: frame.project || "", shot: "", state: frame.state,
-      progress: 0, attempt: 0, reason: null, assets: [],
+      progress: 0, attempt: 0, reason: null, assets: [], problems: [],
     };
     entry = { data: job, el: jobElement(job) };
     jobs.set(frame.job_id, entry);
@@ -343,7 +379,10 @@ function onEvent(frame) {
   }
   if (event.attempt) data.attempt = event.attempt;
   if (frame.event_type === "job.rendered" || frame.event_type === "job.archived") data.progress = 100;
-  if (frame.event_type === "job.failed") data.reason = event.reason;
+  if (frame.event_type === "job.failed") {
+    data.reason = event.reason;
+    data.problems = event.problems || [];
+  }
   paintJob(entry);
   if (["job.archived", "job.failed", "job.rejected", "job.cancelled"].includes(frame.event_type)) {
     refresh();
