@@ -436,6 +436,14 @@ def validation_problems(exc: ComfyValidationError) -> list[FailureProblem]:
             config = extra.get("input_config")
             if isinstance(config, list) and config and isinstance(config[0], list):
                 allowed = config[0]
+            elif (  # newer servers: ["COMBO", {"options": [...]}]
+                isinstance(config, list)
+                and len(config) > 1
+                and config[0] == "COMBO"
+                and isinstance(config[1], dict)
+                and isinstance(config[1].get("options"), list)
+            ):
+                allowed = config[1]["options"]
             hint = None
             if allowed is not None and not allowed:
                 hint = "the server lists none: install the file on it, or name one it lists"
