@@ -4,6 +4,7 @@ every place a user reads it: the HTTP job document, ``anime jobs show/list``,
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 from typing import Any
@@ -102,8 +103,32 @@ async def test_a_missing_checkpoint_reaches_every_place_a_user_reads_a_failure(
         assert any(_is_the_missing_checkpoint(p) for p in failed["event"]["problems"])
         assert any(_is_the_missing_checkpoint(p) for p in watched[job.job_id].problems)
 
+        # And so does the job's server-sent event stream
+        sse = await _sse_failed_frame(ops, job.job_id)
+        assert any(_is_the_missing_checkpoint(p) for p in sse["event"]["problems"])
+
 
 async def _letters_of(settings: Settings, job_id: uuid.UUID) -> list[dict[str, Any]] | None:
     listed = as_json(await cli(settings, "dlq", "list", "--json"))
     mine = [d for d in listed["dead_letters"] if d["job_id"] == str(job_id)]
     return mine or None
+
+
+async def _sse_failed_frame(settings: Settings, job_id: uuid.UUID) -> dict[str, Any]:
+    """The ``job.failed`` frame of ``GET /v1/jobs/{id}/events`` (the ledger replays it)."""
+    url = f"http://127.0.0.1:{settings.notifier_port}/v1/jobs/{job_id}/events?since=0"
+    headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with (
+        aiohttp.ClientSession(timeout=timeout) as client,
+        client.get(url, headers=headers) as reply,
+    ):
+        assert reply.status == 200, await reply.text()
+        async for raw in reply.content:
+            line = raw.decode().strip()
+            if not line.startswith("data:"):
+                continue
+            frame: dict[str, Any] = json.loads(line[5:])
+            if frame.get("event_type") == "job.failed":
+                return frame
+    raise AssertionError("the event stream ended without job.failed")
