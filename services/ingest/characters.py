@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import ColumnElement, or_, select, text
@@ -36,11 +36,16 @@ async def suggest_names(
     names = (
         await session.scalars(select(CharacterDefinition.name).where(visible_to(project_id)))
     ).all()
+    return close_names(name, names)
+
+
+def close_names(name: str, names: Iterable[str]) -> list[str]:
+    """The names like ``name`` (at most three close ones, then up to three sharing a
+    word: "Kai" → "Kai Nakamura"), each once, whatever its case."""
     by_fold = {n.casefold(): n for n in names}
     close = difflib.get_close_matches(name.casefold(), list(by_fold), n=3, cutoff=0.5)
-    # Also offer names that share a word ("Kai" → "Kai Nakamura").
     words = set(name.casefold().split())
-    partial = [n for f, n in by_fold.items() if words & set(f.split()) and n not in close]
+    partial = [n for f, n in by_fold.items() if words & set(f.split()) and f not in close]
     return [by_fold[c] for c in close] + sorted(partial)[:3]
 
 

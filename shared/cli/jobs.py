@@ -12,12 +12,13 @@ from typing import Annotated, Any
 import aio_pika
 import typer
 from rich.table import Table
-from sqlalchemy import case, func, select
+from sqlalchemy import String, case, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.ingest.jobs_query import load_job_document
 from shared.cli.common import (
     EXIT_FAILED,
+    EXIT_USAGE,
     CliError,
     age_text,
     console,
@@ -49,6 +50,45 @@ async def _session(settings: Settings) -> AsyncIterator[AsyncSession]:
             yield session
     finally:
         await engine.dispose()
+
+
+async def resolve_job_id(settings: Settings, given: str) -> uuid.UUID:
+    """A job id from a whole id or a unique prefix of one (``3f2a9c1e``, with or without
+    dashes). No such job: exit 1; an ambiguous prefix: exit 2, listing the candidates."""
+    text = given.strip().lower()
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        pass
+    compact = text.replace("-", "")
+    if not compact or len(compact) > 32 or any(c not in "0123456789abcdef" for c in compact):
+        raise CliError(f"{given!r} is not a job id or the start of one", EXIT_USAGE)
+    dashed = "-".join(
+        part
+        for part in (
+            compact[:8],
+            compact[8:12],
+            compact[12:16],
+            compact[16:20],
+            compact[20:],
+        )
+        if part
+    )
+    async with _session(settings) as session:
+        found = list(
+            await session.scalars(
+                select(Job.id)
+                .where(cast(Job.id, String).startswith(dashed, autoescape=True))
+                .order_by(Job.created_at.desc())
+                .limit(6)
+            )
+        )
+    if not found:
+        raise CliError(f"no job {given}", EXIT_FAILED)
+    if len(found) > 1:
+        shown = ", ".join(str(j) for j in found[:5]) + (", …" if len(found) > 5 else "")
+        raise CliError(f"job id prefix {given!r} is ambiguous: {shown}", EXIT_USAGE)
+    return found[0]
 
 
 def _state_expr() -> Any:
@@ -180,6 +220,8 @@ async def list_projects(settings: Settings) -> list[dict[str, Any]]:
             func.count().label("jobs"),
             func.count().filter(state == "completed").label("completed"),
             func.count().filter(state == "failed").label("failed"),
+            func.count().filter(state == "rejected").label("rejected"),
+            func.count().filter(state == "cancelled").label("cancelled"),
             func.count().filter(state.not_in(list(FINAL_STATES))).label("active"),
             func.max(Job.created_at).label("last_job_at"),
         )
@@ -202,10 +244,12 @@ async def list_projects(settings: Settings) -> list[dict[str, Any]]:
             "active": active or 0,
             "completed": completed or 0,
             "failed": failed or 0,
+            "rejected": rejected or 0,
+            "cancelled": cancelled or 0,
             "last_job_at": last.isoformat() if last else None,
             "created_at": project.created_at.isoformat(),
         }
-        for project, _, jobs, completed, failed, active, last in rows
+        for project, _, jobs, completed, failed, rejected, cancelled, active, last in rows
     ]
 
 
@@ -237,8 +281,15 @@ def jobs_list(
         print_json(rows)
         return
     table = Table(title=f"{len(rows)} job(s)", title_justify="left")
-    for column in ("job", "project", "shot", "state", "progress", "attempt", "age", "reason"):
-        table.add_column(column, overflow="fold", min_width=40 if column == "reason" else None)
+    # Ids are never wrapped or cut (they are pasted into `jobs show`); reasons, which
+    # are long, go under the table, wrapped at word boundaries.
+    for column in ("job", "project", "shot", "state", "progress", "attempt", "age"):
+        table.add_column(
+            column,
+            no_wrap=column != "shot",
+            overflow="fold" if column == "shot" else "ignore",
+            min_width=36 if column == "job" else None,
+        )
     for row in rows:
         style = STATE_STYLE.get(row["state"], "")
         table.add_row(
@@ -249,21 +300,30 @@ def jobs_list(
             f"{row['progress']:.0f}%",
             str(row["attempt"]),
             _ago(row["created_at"]),
-            "\n".join(failure_lines(row["reason"], row["problems"], row["details"])),
         )
     console.print(table)
+    for row in rows:
+        lines = failure_lines(row["reason"], row["problems"], row["details"])
+        if lines:
+            console.print(f"[bold]{row['job_id']}[/] {row['state']}", highlight=False)
+            print_wrapped(console, lines)
 
 
 @jobs_app.command("show")
 def jobs_show(
-    job_id: Annotated[uuid.UUID, typer.Argument(help="The job's id.")],
+    job_id: Annotated[str, typer.Argument(help="The job's id, or a unique prefix of it.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """One job: request, state, character versions, its ledger and archived files.
 
     Exit 1 if there is no such job. Example: anime jobs show 3f2a9c1e-… --json
     """
-    document = run_async(show_job(get_settings(), job_id))
+    settings = get_settings()
+
+    async def find() -> dict[str, Any] | None:
+        return await show_job(settings, await resolve_job_id(settings, job_id))
+
+    document = run_async(find())
     if document is None:
         fail(f"no job {job_id}")
     if as_json:
@@ -304,7 +364,7 @@ def jobs_show(
 
 @jobs_app.command("cancel")
 def jobs_cancel(
-    job_id: Annotated[uuid.UUID, typer.Argument(help="The job's id.")],
+    job_id: Annotated[str, typer.Argument(help="The job's id, or a unique prefix of it.")],
     reason: Annotated[
         str, typer.Option(help="Why (kept in the ledger).")
     ] = "requested by operator",
@@ -314,17 +374,23 @@ def jobs_cancel(
 
     Exit 1 if there is no such job or it has already ended. Example: anime jobs cancel 3f2a…
     """
-    result = run_async(request_cancel(get_settings(), job_id, reason))
+    settings = get_settings()
+
+    async def cancel() -> dict[str, Any]:
+        return await request_cancel(settings, await resolve_job_id(settings, job_id), reason)
+
+    result = run_async(cancel())
     if as_json:
         print_json(result)
     else:
-        console.print(f"cancel requested for job {job_id} (was {result['state']})")
+        console.print(f"cancel requested for job {result['job_id']} (was {result['state']})")
 
 
 def projects(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """The projects, with how many jobs each has by outcome.
+    """The projects, with how many jobs each has by outcome (active + completed + failed +
+    rejected + cancelled = jobs).
 
     Example: anime projects --json
     """
@@ -333,8 +399,18 @@ def projects(
         print_json(rows)
         return
     table = Table(title=f"{len(rows)} project(s)", title_justify="left")
-    for column in ("project", "name", "jobs", "active", "completed", "failed", "last job"):
-        table.add_column(column)
+    for column in (
+        "project",
+        "name",
+        "jobs",
+        "active",
+        "completed",
+        "failed",
+        "rejected",
+        "cancelled",
+        "last job",
+    ):
+        table.add_column(column, no_wrap=True)
     for row in rows:
         table.add_row(
             row["slug"],
@@ -343,6 +419,8 @@ def projects(
             str(row["active"]),
             str(row["completed"]),
             f"[red]{row['failed']}[/]" if row["failed"] else "0",
+            f"[red]{row['rejected']}[/]" if row["rejected"] else "0",
+            str(row["cancelled"]),
             _ago(row["last_job_at"]) + " ago" if row["last_job_at"] else "—",
         )
     console.print(table)

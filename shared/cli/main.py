@@ -337,7 +337,9 @@ def _watch_and_exit(
 
 @app.command("watch")
 def watch_cmd(
-    job_ids: Annotated[list[uuid.UUID], typer.Argument(help="One or more job ids.")],
+    job_ids: Annotated[
+        list[str], typer.Argument(help="One or more job ids (or unique prefixes of them).")
+    ],
     timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 600.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
 ) -> None:
@@ -347,7 +349,14 @@ def watch_cmd(
 
     Examples: anime watch 3f2a9c1e-…; anime watch <id1> <id2> --json
     """
-    _watch_and_exit(get_settings(), job_ids, timeout=timeout, as_json=as_json)
+    from shared.cli.jobs import resolve_job_id
+
+    settings = get_settings()
+
+    async def resolve() -> list[uuid.UUID]:
+        return [await resolve_job_id(settings, given) for given in job_ids]
+
+    _watch_and_exit(settings, _run(resolve()), timeout=timeout, as_json=as_json)
 
 
 @docs_app.command("generate")
