@@ -28,6 +28,19 @@ def _job_id_hint(value: Any) -> uuid.UUID | None:
     return None
 
 
+def _job_id_refusal(value: Any) -> str:
+    """The park reason of a ``job.submitted`` object without a usable ``job_id``."""
+    why = (
+        "missing_job_id: the event has no job_id"
+        if value is None
+        else f"invalid_job_id: job_id {str(value)[:80]!r} is not a UUID"
+    )
+    return (
+        f"{why}; a job.submitted needs a job_id (UUID) chosen by the submitter, "
+        "the id every answer (job.accepted, job.rejected, ...) is published under"
+    )
+
+
 def build_router(
     runtime: ServiceRuntime, desk: SubmissionDesk, *, prefetch: int = 32
 ) -> RabbitRouter:
@@ -60,6 +73,17 @@ def build_router(
                     reason=body.reason,
                     service=SERVICE,
                     correlation_id=correlation_id,
+                )
+            elif isinstance(body, dict) and _job_id_hint(body.get("job_id")) is None:
+                # No id to answer on: every verdict is published under the submitter's
+                # job_id (required by the schema), so the message is refused, parked.
+                await park_delivery(
+                    runtime.broker,
+                    spec,
+                    msg,
+                    reason=_job_id_refusal(body.get("job_id")),
+                    service=SERVICE,
+                    correlation_id=header_token(body.get("correlation_id")) or correlation_id,
                 )
             else:
                 hint = body.get("job_id") if isinstance(body, dict) else None

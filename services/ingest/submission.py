@@ -262,8 +262,16 @@ class SubmissionDesk:
         via: Door,
         correlation_id: str,
         job_id: uuid.UUID | None = None,
+        named: bool | None = None,
     ) -> Verdict:
-        """Validate ``body`` (a decoded JSON value), record the verdict, publish it."""
+        """Validate ``body`` (a decoded JSON value), record the verdict, publish it.
+
+        ``job_id``: the id the submitter chose (the AMQP door). A request already
+        recorded under another job id is then answered on this id with a
+        ``duplicate_request`` rejection naming that job (see :meth:`_duplicate`);
+        ``named=False`` for an id of ingest's own choosing.
+        """
+        named = job_id is not None if named is None else named
         raw: dict[str, Any] = body if isinstance(body, dict) else {}
         correlation_id = header_token(correlation_id) or uuid.uuid4().hex
         request, problems = validate_request(body, via=via)
@@ -294,6 +302,15 @@ class SubmissionDesk:
                     conflict = next((r for r in rows if r.verdict == "accepted"), None)
                     judged = await judge(conn, problems=problems, conflict=conflict, guard=False)
         if existing is not None:
+            if named and existing.id != job_id:
+                return await self._duplicate(
+                    existing,
+                    raw=raw,
+                    job_id=job_id,
+                    request_hash=request_hash,
+                    via=via,
+                    correlation_id=correlation_id,
+                )
             return await self._replay(existing)
         if judged is None:
             # Someone recorded the same request (or the same job id) concurrently.
@@ -460,7 +477,9 @@ class SubmissionDesk:
         if existing is not None and existing.request_hash == request_hash:
             return await self._replay(existing)
         # The submitter's job id is taken by another request: judge it under a fresh id.
-        return await self.submit(raw, via=via, correlation_id=correlation_id, job_id=uuid.uuid4())
+        return await self.submit(
+            raw, via=via, correlation_id=correlation_id, job_id=uuid.uuid4(), named=False
+        )
 
     async def _check_project_and_template(
         self, conn: AsyncConnection, request: ShotRequest
@@ -538,6 +557,69 @@ class SubmissionDesk:
         """
         await self.bus.publish(event)
         await self.marks.note(job_id)
+
+    async def _duplicate(
+        self,
+        existing: Recorded,
+        *,
+        raw: dict[str, Any],
+        job_id: uuid.UUID,
+        request_hash: str,
+        via: Door,
+        correlation_id: str,
+    ) -> Verdict:
+        """The same request again under a new job id: a rejection on the new id naming
+        the job that holds the request id, recorded (verdict rejected) so the ledger
+        takes it. Nothing is sent for the existing job, unless its own verdict was
+        never confirmed (then it is healed, as a repeat would)."""
+        await self._replay(existing)
+        problem = Problem(
+            field="request_id",
+            code="duplicate_request",
+            message=(
+                f"request_id {existing.request_id!r} already names job {existing.id} "
+                f"(the same request, verdict {existing.verdict}); watch that job, or use "
+                "a new request_id for a new shot"
+            ),
+            suggestions=[str(existing.id)],
+        )
+        # Its own row, keyed apart from the request (request_id and request_hash are
+        # unique together): a repeat of this very message finds it by its job id.
+        dup_hash = hashlib.sha256(f"duplicate:{request_hash}:{job_id}".encode()).hexdigest()
+        async with _autocommit(self.sessions) as conn:
+            judged = await self._judge(
+                conn,
+                raw=raw,
+                request=None,
+                problems=[problem],
+                conflict=None,
+                guard=False,
+                job_id=job_id,
+                request_id=existing.request_id,
+                request_hash=dup_hash,
+                via=via,
+                correlation_id=correlation_id,
+            )
+            if judged is None:
+                row = (await conn.execute(_BY_ID, {"job_id": job_id})).first()
+                recorded = Recorded(*row) if row is not None else None
+        if judged is None:
+            if recorded is not None and recorded.request_hash == dup_hash:
+                return await self._replay(recorded)
+            # The job id belongs to another request: answer as before, from the record.
+            return await self._replay(existing)
+        await self._publish_verdict(judged.job_id, judged.event)
+        log.info(
+            "ingest.verdict",
+            job_id=str(job_id),
+            status="conflict",
+            via=via,
+            existing_job_id=str(existing.id),
+            problems=[f"{p.field}: {p.message}" for p in judged.problems],
+        )
+        return Verdict(
+            status="conflict", job_id=job_id, problems=judged.problems, event=judged.event
+        )
 
     async def _replay(self, job: Recorded) -> Verdict:
         """The same request again: answer with the recorded verdict and re-publish it."""
