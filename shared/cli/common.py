@@ -43,8 +43,93 @@ def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
     raise typer.Exit(code)
 
 
+def mask_url(url: str) -> str:
+    """``url`` with its password replaced by ``***`` (for messages)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        netloc = parts.netloc.rsplit("@", 1)
+        return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{netloc[-1]}"))
+    except ValueError:
+        return "<unreadable URL>"
+
+
+def _setting(name: str) -> str:
+    from shared.settings import get_settings
+
+    try:
+        return str(getattr(get_settings(), name))
+    except Exception:  # a message must not fail on a bad configuration
+        return "?"
+
+
+def _database() -> str:
+    return f"PostgreSQL at {mask_url(_setting('database_url'))} (ANIME_DATABASE_URL)"
+
+
+def _rabbitmq() -> str:
+    return f"RabbitMQ at {mask_url(_setting('amqp_url'))} (ANIME_AMQP_URL)"
+
+
+def _amqp_url_problem() -> str | None:
+    """Why ANIME_AMQP_URL cannot be a broker's address, or None if it looks like one."""
+    from urllib.parse import urlsplit
+
+    url = _setting("amqp_url")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("amqp", "amqps") or not parts.hostname:
+        return (
+            f"ANIME_AMQP_URL={mask_url(url)} is not an AMQP URL; "
+            "expected amqp://user:password@host:5672/vhost"
+        )
+    return None
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    """The driver's exception inside SQLAlchemy's wrapper (``orig``, then its cause)."""
+    seen = 0
+    while seen < 5:
+        seen += 1
+        inner = getattr(exc, "orig", None)
+        if isinstance(inner, BaseException):
+            exc = inner
+            continue
+        if isinstance(exc.__cause__, asyncpg.PostgresError | OSError) and not isinstance(
+            exc, asyncpg.PostgresError
+        ):
+            exc = exc.__cause__
+            continue
+        break
+    return exc
+
+
+def _raised_in(exc: BaseException, *packages: str) -> bool:
+    tb = exc.__traceback__
+    while tb is not None:
+        module = str(tb.tb_frame.f_globals.get("__name__", ""))
+        if module.split(".", 1)[0] in packages:
+            return True
+        tb = tb.tb_next
+    return False
+
+
 def classify(exc: BaseException) -> tuple[int, str] | None:
     """The exit code and message for an exception an operator can act on, else None."""
+    from sqlalchemy.exc import DBAPIError
+
+    if isinstance(exc, DBAPIError):
+        inner = _unwrap(exc)
+        if inner is not exc:
+            return classify(inner) or (EXIT_UNREACHABLE, f"{_database()}: {inner}")
+    if isinstance(exc, asyncpg.UndefinedTableError):
+        return EXIT_UNREACHABLE, (f"{_database()} has no schema yet ({exc}); run `anime migrate`")
     if isinstance(exc, CliError):
         return exc.code, str(exc)
     if isinstance(exc, AuthFailed):
@@ -54,14 +139,14 @@ def classify(exc: BaseException) -> tuple[int, str] | None:
     if isinstance(exc, BrokerUnreachable | QueueError):
         return EXIT_UNREACHABLE, str(exc)
     if isinstance(exc, aiormq.exceptions.ProbableAuthenticationError):
-        return EXIT_AUTH, f"RabbitMQ refused the credentials in ANIME_AMQP_URL: {exc}"
+        return EXIT_AUTH, f"{_rabbitmq()} refused the credentials: {exc}"
     if isinstance(
         exc,
         asyncpg.InvalidPasswordError | asyncpg.InvalidAuthorizationSpecificationError,
     ):
-        return EXIT_AUTH, f"PostgreSQL refused the login in ANIME_DATABASE_URL: {exc}"
+        return EXIT_AUTH, f"{_database()} refused the login: {exc}"
     if isinstance(exc, asyncpg.InvalidCatalogNameError):
-        return EXIT_UNREACHABLE, f"{exc} (run `anime migrate`)"
+        return EXIT_UNREACHABLE, f"{_database()}: {exc}; run `anime migrate`"
     if isinstance(exc, aiohttp.WSServerHandshakeError | aiohttp.ClientResponseError):
         if exc.status in (401, 403):
             return EXIT_AUTH, (
@@ -73,17 +158,37 @@ def classify(exc: BaseException) -> tuple[int, str] | None:
         return EXIT_UNREACHABLE, f"cannot reach {exc.host}:{exc.port}: {exc.os_error}"
     if isinstance(exc, aiohttp.ClientError):
         return EXIT_UNREACHABLE, f"HTTP error: {exc}"
-    if isinstance(exc, aiormq.exceptions.AMQPError):
-        return EXIT_UNREACHABLE, f"RabbitMQ error: {exc}"
+    amqp = isinstance(exc, aiormq.exceptions.AMQPError) or _raised_in(
+        exc, "aiormq", "aio_pika", "pamqp", "faststream"
+    )
+    if amqp and isinstance(exc, aiormq.exceptions.AMQPError | ConnectionError | OSError):
+        problem = _amqp_url_problem()
+        if problem is not None:
+            return EXIT_USAGE, problem
+        return EXIT_UNREACHABLE, f"cannot reach {_rabbitmq()}: {exc}"
     if isinstance(exc, TimeoutError):
         return EXIT_UNREACHABLE, "timed out waiting for a service"
     if isinstance(exc, ConnectionError | OSError):
+        if _raised_in(exc, "asyncpg", "sqlalchemy"):
+            return EXIT_UNREACHABLE, f"cannot reach {_database()}: {exc}"
         return EXIT_UNREACHABLE, f"cannot reach a service: {exc}"
     return None
 
 
+#: Library loggers whose lines would only repeat the one-line error (set by the
+#: ``anime`` callback for every command but ``run`` and ``up``, which serve).
+QUIET_LOGGERS = ("aiormq", "aio_pika", "faststream", "asyncio")
+quiet_libraries = False
+
+
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine; turn known failures into one line on stderr and an exit code."""
+    import logging
+
+    saved = {name: logging.getLogger(name).level for name in QUIET_LOGGERS}
+    if quiet_libraries:
+        for name in QUIET_LOGGERS:
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
         return asyncio.run(coro)
     except KeyboardInterrupt:
@@ -95,6 +200,9 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
         if known is None:
             raise
         fail(known[1], known[0])
+    finally:
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
 
 
 def print_json(value: Any) -> None:

@@ -37,6 +37,17 @@ console = Console()
 err = Console(stderr=True, soft_wrap=True)
 
 EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_AUTH = 1, 2, 3, 4
+
+
+@app.callback()
+def _every_command(ctx: typer.Context) -> None:
+    """Run and operate the anime-production pipeline."""
+    if ctx.invoked_subcommand not in ("run", "up"):
+        from shared.cli import common
+
+        common.quiet_libraries = True
+
+
 SERVICE_NAMES = ("ingest", "renderer", "archiver", "notifier")
 
 
