@@ -52,10 +52,63 @@ DESCRIPTION = """Events of the anime-production pipeline.
 
 Every event goes through one durable topic exchange with routing key
 `<event_type>.<project>` (bind `job.progress.*` for one type, `job.*.<project>` for one
-project, `job.#` for all). Messages are persistent JSON with headers `job_id`,
-`event_type`, `event_id`; `correlation_id` is carried from the first request to the last
-event. Recorded events are relayed as `ledger.<event_type>.<project>` with the job's
-sequence number."""
+project, `job.#` for all). Messages are persistent JSON (`content_type`
+`application/json`) with the headers of `EventHeaders` (`job_id`, `event_type`,
+`event_id`, `project`, `schema_version`); the AMQP `correlation_id` property and the
+body's `correlation_id` carry the id from the first request to the last event, and the
+AMQP `message_id` property is the `event_id`. Outside systems publish through the intake
+exchange (`<exchange>.intake`, given with their credentials by `anime broker submitter`),
+routing key `job.submitted.<project>`, and may listen only to the ledger relays.
+
+Submitting: publish `job.submitted` with a `job_id` (UUID) of your choosing; every answer
+is published under it. A message without a usable `job_id` is refused (parked in
+ingest's dead-letter queue, reason `missing_job_id` / `invalid_job_id`). Ingest answers
+with `job.accepted` or `job.rejected` (every problem listed). `request_id` is the
+idempotency key: the same message again is answered from the record; the same request
+under another `job_id` is rejected on that id (`code` `duplicate_request`, the existing
+job in the message and in `suggestions`); another body under an accepted `request_id` is
+rejected (`code` `conflict`).
+
+Watching: bind a queue of your own to `ledger.<event_type>.<project>` (e.g.
+`ledger.*.<project>`, `ledger.job.archived.<project>`): every event of a job, once
+recorded, as a `LedgerEntry` (`seq` per job, `state` after it, `event` the event
+itself), headers of `LedgerHeaders`. Final states: `job.archived` is success (state
+`completed`); `job.rejected`, `job.failed` and `job.cancelled` are not.
+
+Fetching the result: `job.archived`'s `assets[].path` is relative to the archive, not a
+URL. Fetch an asset from the notifier's read API (base URL
+`http://<notifier host>:<notifier_port>`, port 8404 by default; an API key with the
+`read` scope as `Authorization: Bearer <key>`): list a job's assets with
+`GET /v1/projects/<project>/assets` (filters `episode`, `scene`, `shot`, `character`,
+`since`; each asset has `links.file`), the asset with `GET /v1/assets/<id>`, its bytes
+with `GET /v1/assets/<id>/file` (see docs/archive.md, "Read API")."""
+
+#: AMQP headers of every event (``Event.headers()``).
+EVENT_HEADERS: dict[str, Any] = {
+    "type": "object",
+    "title": "EventHeaders",
+    "description": "AMQP headers of every event, to route or log before decoding the body.",
+    "properties": {
+        "job_id": {"type": "string", "format": "uuid"},
+        "event_type": {"type": "string", "enum": [t.value for t in EventType]},
+        "event_id": {"type": "string", "format": "uuid"},
+        "project": {"type": "string"},
+        "schema_version": {"type": "string", "const": str(SCHEMA_VERSION)},
+    },
+    "required": ["job_id", "event_type", "event_id", "project", "schema_version"],
+}
+#: AMQP headers of a ledger relay (``EventBus.publish_ledger``).
+LEDGER_HEADERS: dict[str, Any] = {
+    "type": "object",
+    "title": "LedgerHeaders",
+    "description": "AMQP headers of a ledger relay.",
+    "properties": {
+        "job_id": {"type": "string", "format": "uuid"},
+        "event_type": {"type": "string", "enum": [t.value for t in EventType]},
+        "seq": {"type": "integer", "minimum": 1},
+    },
+    "required": ["job_id", "event_type", "seq"],
+}
 
 
 def _doc(model: type[Any]) -> str:
@@ -98,6 +151,19 @@ def contract_app(settings: Settings | None = None) -> FastStream:
                 f"go to {spec.dlq}."
             ),
         )(handler)
+    broker.publisher(
+        exchange=topology.exchange,
+        routing_key=f"{LEDGER_PREFIX}.{{event_type}}.{{project}}",
+        schema=LedgerEntry,
+        title="archiver: ledger relay",
+        description=(
+            "Every event once recorded in the job ledger, with its per-job sequence number "
+            "and the job's state after it. Not persistent: a missed relay is read back from "
+            "the notifier (GET /v1/jobs/<id>, or its event stream GET /v1/jobs/<id>/events). "
+            "Bind a queue of your own to it."
+        ),
+        persist=False,
+    )
     ledger = topology.fanout_queue("notifier", f"{LEDGER_PREFIX}.#", replica="{replica}")
 
     async def ledger_handler(body: LedgerEntry) -> None:  # pragma: no cover - documentation only
@@ -121,6 +187,21 @@ def contract_app(settings: Settings | None = None) -> FastStream:
 
 def asyncapi_document() -> dict[str, Any]:
     document: dict[str, Any] = contract_app().schema.to_specification().to_jsonable()
+    components = document["components"]
+    components["schemas"]["EventHeaders"] = EVENT_HEADERS
+    components["schemas"]["LedgerHeaders"] = LEDGER_HEADERS
+    for message in components["messages"].values():
+        ledger = message.get("payload", {}).get("$ref", "").endswith("/LedgerEntry")
+        message["headers"] = {
+            "$ref": f"#/components/schemas/{'LedgerHeaders' if ledger else 'EventHeaders'}"
+        }
+        # The services set the AMQP correlation_id property, not a header of that name;
+        # AsyncAPI can point only into headers or payload, and the payload carries it.
+        message["correlationId"] = {
+            "description": "Also the AMQP correlation_id property of the message.",
+            "location": "$message.payload#/"
+            + ("event/correlation_id" if ledger else "correlation_id"),
+        }
     return document
 
 

@@ -305,8 +305,12 @@ SHOT_REQUEST_FIELDS = frozenset(ShotRequest.model_fields)
 class JobSubmitted(Event, ShotRequest):
     """A request for a shot, published by another system (the AMQP door of ingest).
 
-    ``job_id`` is chosen by the submitter so it can watch the job at once. Ingest
-    validates the raw body itself so it can report every problem in one rejection.
+    ``job_id`` (required) is chosen by the submitter so it can watch the job at once:
+    every answer is published under it, and a message without a usable one is refused
+    (parked in ingest's dead-letter queue). ``request_id`` is the idempotency key: the
+    same request under another ``job_id`` is rejected on that id (``duplicate_request``,
+    naming the job that holds it). Ingest validates the raw body itself so it can report
+    every problem in one rejection.
     """
 
     event_type: Literal[EventType.SUBMITTED] = EventType.SUBMITTED
