@@ -311,6 +311,10 @@ def submit(
         settings = get_settings()
 
         async def publish_all() -> list[Any]:
+            if watch:  # a refused key must refuse before the jobs exist, not after
+                from shared.cli.watching import check_can_watch
+
+                await check_can_watch(settings)
             return [await publish_submission(settings, r) for r in requests]
 
         events = _run(publish_all())

@@ -76,6 +76,16 @@ class JobProgress:
         }
 
 
+async def check_can_watch(settings: Settings) -> None:
+    """Open (and close) the notifier's WebSocket with the API key: a refused key or an
+    unreachable notifier raises here, before anything is published."""
+    async with (
+        aiohttp.ClientSession() as client,
+        client.ws_connect(f"{notifier_base(settings)}/v1/ws", headers=api_headers(settings)),
+    ):
+        pass
+
+
 async def follow_jobs(
     settings: Settings,
     job_ids: Iterable[uuid.UUID],
