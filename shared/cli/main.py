@@ -42,10 +42,9 @@ EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_AUTH = 1, 2, 3, 4
 @app.callback()
 def _every_command(ctx: typer.Context) -> None:
     """Run and operate the anime-production pipeline."""
-    if ctx.invoked_subcommand not in ("run", "up"):
-        from shared.cli import common
+    from shared.cli import common
 
-        common.quiet_libraries = True
+    common.quiet_libraries = ctx.invoked_subcommand not in ("run", "up")
 
 
 SERVICE_NAMES = ("ingest", "renderer", "archiver", "notifier")
