@@ -70,7 +70,7 @@ job in the message and in `suggestions`); another body under an accepted `reques
 rejected (`code` `conflict`).
 
 Watching: bind a queue of your own to `ledger.<event_type>.<project>` (e.g.
-`ledger.*.<project>`, `ledger.job.archived.<project>`): every event of a job, once
+`ledger.job.*.<project>`, `ledger.job.archived.<project>`): every event of a job, once
 recorded, as a `LedgerEntry` (`seq` per job, `state` after it, `event` the event
 itself), headers of `LedgerHeaders`. Final states: `job.archived` is success (state
 `completed`); `job.rejected`, `job.failed` and `job.cancelled` are not.
