@@ -202,12 +202,14 @@ async def _run(
             return 1
         for asset in await job_assets(settings, event.job_id):
             path = Path(settings.asset_root) / asset.path
+            # soft_wrap: a path cut over two lines cannot be pasted.
             console.print(
-                f"archived: [bold green]{path}[/] ({asset.width}x{asset.height}, {asset.bytes} bytes)"
+                f"archived: [bold green]{path}[/] ({asset.width}x{asset.height}, {asset.bytes} bytes)",
+                soft_wrap=True,
             )
         console.print("job row:")
         console.print_json(json.dumps(row))
-        console.print(f"service logs: {log_dir}")
+        console.print(f"service logs: {log_dir}", soft_wrap=True)
         return 0
     finally:
         await supervisor.stop_all()
