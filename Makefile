@@ -30,7 +30,7 @@ bench: setup services ## Throughput, latency, overhead, utilization, burst, foot
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy shared services comfysim
+	$(BIN)/mypy shared services comfysim cli
 
 docs: setup ## Regenerate the AsyncAPI and JSON Schema documents in docs/.
 	$(BIN)/anime docs generate

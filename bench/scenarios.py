@@ -36,7 +36,7 @@ from bench.harness import (
     wait_until,
 )
 from bench.profiling import record, render, summarise
-from shared.cli.processes import Supervisor, service_argv, simulator_argv
+from cli.processes import Supervisor, service_argv, simulator_argv
 from shared.events import RenderParams
 from shared.settings import REPO_ROOT
 from shared.workflows import TemplateRegistry, compile_workflow

@@ -28,7 +28,7 @@ import asyncpg
 
 from bench import procstat
 from bench.baseline.stage import STAGES, TABLES, exchange_name, queue_name, schema_sql
-from shared.cli.processes import Supervisor
+from cli.processes import Supervisor
 from shared.settings import REPO_ROOT
 from tests.support.db import create_database, drop_database
 

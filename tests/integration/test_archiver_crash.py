@@ -10,7 +10,7 @@ import pytest
 import pytest_asyncio
 from PIL import Image
 
-from shared.cli.processes import Supervisor, service_argv
+from cli.processes import Supervisor, service_argv
 from shared.settings import REPO_ROOT, Settings
 from shared.storage import PARTIAL_PREFIX, host_tag, partial_prefix
 from tests.support.archive_backend import ImageBackend, make_png

@@ -10,8 +10,8 @@ import pytest
 from rich.console import Console
 from sqlalchemy import select
 
+from cli import demo
 from shared.auth import KeyChecker, hash_key
-from shared.cli import demo
 from shared.db.models import ApiKey
 from shared.settings import Settings
 from tests.support.records import Records

@@ -16,7 +16,7 @@ import pytest
 from faststream.rabbit import RabbitBroker
 from typer.testing import CliRunner, Result
 
-from shared.cli.main import app
+from cli.main import app
 from shared.messaging import declare_pipeline, park_message
 from shared.settings import Settings, get_settings
 from shared.topology import Topology

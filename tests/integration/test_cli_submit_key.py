@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 
-import shared.cli.ops
+from cli import ops as cli_ops
 from shared.settings import Settings
 from tests.integration.test_cli_dlq import cli
 
@@ -44,7 +44,7 @@ async def test_a_refused_key_publishes_nothing(
         published.append(request)
         raise AssertionError("published before the key was checked")
 
-    monkeypatch.setattr(shared.cli.ops, "publish_submission", record)
+    monkeypatch.setattr(cli_ops, "publish_submission", record)
     settings = pipeline_settings.model_copy(
         update={"notifier_port": refusing_notifier, "http_host": "127.0.0.1", "api_key": "nope"}
     )

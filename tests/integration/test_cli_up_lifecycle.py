@@ -83,7 +83,7 @@ async def test_a_child_that_dies_ends_up_naming_it(pipeline_settings: Settings) 
 
 
 async def healthz_pid_of(port: int) -> int:
-    from shared.cli.processes import healthz_pid
+    from cli.processes import healthz_pid
 
     pid = await healthz_pid(f"http://127.0.0.1:{port}/healthz")
     assert pid is not None

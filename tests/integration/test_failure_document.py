@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from shared.cli.watching import JobProgress, follow_jobs
+from cli.watching import JobProgress, follow_jobs
 from shared.settings import Settings
 from tests.integration.test_cli_dlq import as_json, cli
 from tests.integration.test_renderer_reliability import final, shot

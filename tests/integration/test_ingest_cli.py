@@ -12,8 +12,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from shared.cli.characters import characters_app
-from shared.cli.keys import keys_app
+from cli.characters import characters_app
+from cli.keys import keys_app
 from shared.settings import get_settings
 from tests.support.ingest_images import image_bytes
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from cli.processes import Supervisor, simulator_argv
 from services.renderer.main import create_app
-from shared.cli.processes import Supervisor, simulator_argv
 from shared.settings import Settings
 from tests.support.pipeline import free_port, running
 from tests.support.wait import eventually

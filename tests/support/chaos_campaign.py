@@ -34,7 +34,7 @@ async def robust_pipeline(
     This is :func:`tests.support.procs.pipeline_processes` (the same supervisor ``anime
     up`` uses, each service as its own broker user where the broker can provision).
     It used to run a test-only ``SafeSupervisor`` whose output pump survived lines over
-    64 KiB; ``shared/cli/processes.py`` now reads such lines itself.
+    64 KiB; ``cli/processes.py`` now reads such lines itself.
     """
     async with pipeline_processes(
         settings, tmp, render_seconds=render_seconds, simulators=simulators

@@ -13,8 +13,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cli.processes import Supervisor, service_argv, simulator_argv
 from shared.broker_access import provision_services, revoke, service_env
-from shared.cli.processes import Supervisor, service_argv, simulator_argv
 from shared.settings import Settings
 from tests.support.pipeline import free_port
 

@@ -8,6 +8,7 @@ import re
 
 import yaml
 
+from cli.broker_cmd import DEFINITIONS_PATH, definitions_text
 from shared.broker_access import (
     INTERNAL_ROLES,
     SERVICE_ROLES,
@@ -17,7 +18,6 @@ from shared.broker_access import (
     password_env,
     with_credentials,
 )
-from shared.cli.broker_cmd import DEFINITIONS_PATH, definitions_text
 from shared.settings import REPO_ROOT, Settings
 
 DEPLOY = REPO_ROOT / "deploy"

@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from shared.cli.common import EXIT_AUTH, EXIT_UNREACHABLE, EXIT_USAGE, classify
+from cli.common import EXIT_AUTH, EXIT_UNREACHABLE, EXIT_USAGE, classify
 from shared.queues import (
     AuthFailed,
     BrokerUnreachable,

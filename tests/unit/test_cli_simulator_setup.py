@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from cli.demo import demo_request
+from cli.main import app
+from cli.simulator import simulator_models
+from cli.submitting import parse_params
 from services.ingest.seed import HIROSHI, KAI_VERSIONS, SAKURA
-from shared.cli.demo import demo_request
-from shared.cli.main import app
-from shared.cli.simulator import simulator_models
-from shared.cli.submitting import parse_params
 from shared.settings import REPO_ROOT
 
 TEMPLATES = REPO_ROOT / "templates"

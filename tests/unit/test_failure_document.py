@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from cli.failures import failure_lines, wrap_lines
 from services.renderer.rendering import validation_problems
-from shared.cli.failures import failure_lines, wrap_lines
 from shared.workflows import object_info_problems, validate_against_object_info
 from tests.unit.test_comfyui_captures import CAPTURES
 from tests.unit.test_comfyui_errors import _rejection

@@ -15,8 +15,7 @@ from rich.table import Table
 from sqlalchemy import String, case, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.ingest.jobs_query import load_job_document
-from shared.cli.common import (
+from cli.common import (
     EXIT_FAILED,
     EXIT_USAGE,
     CliError,
@@ -26,8 +25,9 @@ from shared.cli.common import (
     print_json,
     run_async,
 )
-from shared.cli.failures import failure_lines, print_wrapped
-from shared.cli.watching import FINAL_STATES, STATE_STYLE
+from cli.failures import failure_lines, print_wrapped
+from cli.watching import FINAL_STATES, STATE_STYLE
+from services.ingest.jobs_query import load_job_document
 from shared.db.models import Job, JobEvent, JobState, Project
 from shared.db.session import make_engine, make_sessionmaker
 from shared.events import JobCancelRequested, Producer, derived_id, utcnow

@@ -17,9 +17,9 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from shared.cli.broker_cmd import broker_app
-from shared.cli.characters import characters_app
-from shared.cli.keys import keys_app
+from cli.broker_cmd import broker_app
+from cli.characters import characters_app
+from cli.keys import keys_app
 from shared.settings import REPO_ROOT, get_settings
 
 app = typer.Typer(
@@ -42,7 +42,7 @@ EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_AUTH = 1, 2, 3, 4
 @app.callback()
 def _every_command(ctx: typer.Context) -> None:
     """Run and operate the anime-production pipeline."""
-    from shared.cli import common
+    from cli import common
 
     common.quiet_libraries = ctx.invoked_subcommand not in ("run", "up")
 
@@ -52,8 +52,8 @@ SERVICE_NAMES = ("ingest", "renderer", "archiver", "notifier")
 
 def _run(coro: Any) -> Any:
     """Run a coroutine, turning unreachable services and refused credentials into a clear
-    message and exit 3 or 4 (see shared/cli/common.py)."""
-    from shared.cli.common import run_async
+    message and exit 3 or 4 (see cli/common.py)."""
+    from cli.common import run_async
 
     return run_async(coro)
 
@@ -66,7 +66,7 @@ def demo(
 
     Example: anime demo
     """
-    from shared.cli.demo import run_demo
+    from cli.demo import run_demo
 
     raise typer.Exit(_run(run_demo(get_settings(), console, render_seconds=render_seconds)))
 
@@ -74,7 +74,7 @@ def demo(
 @app.command()
 def migrate() -> None:
     """Create the database if needed and apply every migration (alembic upgrade head)."""
-    from shared.cli.ops import migrate as do_migrate
+    from cli.ops import migrate as do_migrate
 
     _run(do_migrate(get_settings()))
     console.print("database at the latest migration")
@@ -83,7 +83,7 @@ def migrate() -> None:
 @app.command()
 def seed(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """Load the demo project and the studio's characters (idempotent)."""
-    from shared.cli.ops import load_seed
+    from cli.ops import load_seed
 
     result = _run(load_seed(get_settings()))
     console.print_json(json.dumps(result)) if as_json else console.print(f"seeded {result}")
@@ -102,7 +102,7 @@ def run(
         raise typer.Exit(EXIT_USAGE)
     import importlib
 
-    from shared.cli.processes import serve_app
+    from cli.processes import serve_app
 
     try:
         module = importlib.import_module(f"services.{service}.main")
@@ -124,9 +124,9 @@ def up(
     import signal
     import time
 
+    from cli.processes import Supervisor, port_taken, service_argv, simulator_argv
+    from cli.simulator import simulator_models
     from shared.broker_access import provision_services, service_env
-    from shared.cli.processes import Supervisor, port_taken, service_argv, simulator_argv
-    from shared.cli.simulator import simulator_models
 
     colours = {"ingest": "cyan", "renderer": "magenta", "archiver": "green", "notifier": "yellow"}
 
@@ -269,8 +269,8 @@ def submit(
     anime submit -c "Kai Nakamura" --prompt "rooftop at dusk" -p steps=30 -p width=768;
     anime submit shots.yaml --watch --json; anime submit --file request.json
     """
-    from shared.cli.ops import publish_submission
-    from shared.cli.submitting import parse_params
+    from cli.ops import publish_submission
+    from cli.submitting import parse_params
 
     try:
         if file is not None and file_option is not None:
@@ -311,7 +311,7 @@ def submit(
 
         async def publish_all() -> list[Any]:
             if watch:  # a refused key must refuse before the jobs exist, not after
-                from shared.cli.watching import check_can_watch
+                from cli.watching import check_can_watch
 
                 await check_can_watch(settings)
             return [await publish_submission(settings, r) for r in requests]
@@ -340,7 +340,7 @@ def submit(
 def _watch_and_exit(
     settings: Any, job_ids: list[uuid.UUID], *, timeout: float, as_json: bool
 ) -> None:
-    from shared.cli.watching import watch_with_progress
+    from cli.watching import watch_with_progress
 
     jobs = _run(watch_with_progress(settings, job_ids, console, timeout=timeout, quiet=as_json))
     if as_json:
@@ -363,7 +363,7 @@ def watch_cmd(
 
     Examples: anime watch 3f2a9c1e-…; anime watch <id1> <id2> --json
     """
-    from shared.cli.jobs import resolve_job_id
+    from cli.jobs import resolve_job_id
 
     settings = get_settings()
 
@@ -384,9 +384,9 @@ def docs_generate(
         console.print(f"wrote {path}")
 
 
-# Operating commands (shared/cli/jobs.py, shared/cli/queues_cmd.py).
-from shared.cli.jobs import jobs_app, projects  # noqa: E402
-from shared.cli.queues_cmd import dlq_app, queues  # noqa: E402
+# Operating commands (cli/jobs.py, cli/queues_cmd.py).
+from cli.jobs import jobs_app, projects  # noqa: E402
+from cli.queues_cmd import dlq_app, queues  # noqa: E402
 
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(dlq_app, name="dlq")

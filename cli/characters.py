@@ -30,6 +30,7 @@ from pydantic import BaseModel
 from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cli.common import EXIT_FAILED, EXIT_USAGE, console, err, print_json, run_async
 from services.ingest import characters_service as svc
 from services.ingest.api_models import (
     AttributeIn,
@@ -42,7 +43,6 @@ from services.ingest.errors import Conflict, IngestError, NotFound
 from services.ingest.http_io import parse_model
 from services.ingest.images import check_image
 from services.ingest.references import ReferenceStore
-from shared.cli.common import EXIT_FAILED, EXIT_USAGE, console, err, print_json, run_async
 from shared.db.session import make_engine, make_sessionmaker
 from shared.settings import Settings, get_settings
 

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from shared.cli.common import (
+from cli.common import (
     EXIT_FAILED,
     EXIT_USAGE,
     age_text,
@@ -18,7 +18,7 @@ from shared.cli.common import (
     print_json,
     run_async,
 )
-from shared.cli.failures import print_wrapped
+from cli.failures import print_wrapped
 from shared.queues import (
     DeadLetter,
     DeadLetterFilter,

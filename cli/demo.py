@@ -20,10 +20,8 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from shared.auth import create_key, revoke_key
-from shared.broker_access import provision_services, service_env
-from shared.cli.ops import job_assets, job_row, load_seed, migrate, publish_submission, watch_job
-from shared.cli.processes import (
+from cli.ops import job_assets, job_row, load_seed, migrate, publish_submission, watch_job
+from cli.processes import (
     SERVICES,
     Supervisor,
     healthz_pid,
@@ -31,7 +29,9 @@ from shared.cli.processes import (
     service_argv,
     simulator_argv,
 )
-from shared.cli.simulator import simulator_models
+from cli.simulator import simulator_models
+from shared.auth import create_key, revoke_key
+from shared.broker_access import provision_services, service_env
 from shared.db.session import make_engine, make_sessionmaker
 from shared.settings import REPO_ROOT, Settings
 

@@ -14,8 +14,8 @@ import aiohttp
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from shared.cli.common import api_headers, notifier_base
-from shared.cli.failures import failure_lines, print_wrapped
+from cli.common import api_headers, notifier_base
+from cli.failures import failure_lines, print_wrapped
 from shared.settings import Settings
 
 FINAL_STATES = frozenset({"completed", "failed", "cancelled", "rejected"})

@@ -21,6 +21,7 @@ from typing import Annotated
 
 import typer
 
+from cli.common import EXIT_UNREACHABLE, EXIT_USAGE, console, fail, print_json, run_async
 from shared.broker_access import (
     INTERNAL_ROLES,
     BrokerAccess,
@@ -30,7 +31,6 @@ from shared.broker_access import (
     password_env,
     provision,
 )
-from shared.cli.common import EXIT_UNREACHABLE, EXIT_USAGE, console, fail, print_json, run_async
 from shared.settings import REPO_ROOT, get_settings
 
 broker_app = typer.Typer(

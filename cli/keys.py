@@ -20,8 +20,8 @@ import typer
 from rich.table import Table
 from sqlalchemy import select
 
+from cli.common import EXIT_FAILED, EXIT_USAGE, console, fail, print_json, run_async
 from shared.auth import SCOPES, create_key, revoke_key
-from shared.cli.common import EXIT_FAILED, EXIT_USAGE, console, fail, print_json, run_async
 from shared.db.models import ApiKey
 from shared.db.session import make_engine, make_sessionmaker
 from shared.events import is_slug
