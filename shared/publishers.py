@@ -43,6 +43,8 @@ class Publishers:
         self._operators = frozenset(settings.broker_operators)
         #: Off while every service shares one broker user (nothing to tell apart).
         self.enforced = self.user in self._names.values()
+        # Worked out once: refusal() runs for every message.
+        self._allowed: dict[tuple[EventType, tuple[str, ...], bool], frozenset[str]] = {}
 
     def roles_for(self, event_type: EventType) -> tuple[str, ...]:
         return tuple(role for role, types in PUBLISHES.items() if event_type in types)
@@ -57,7 +59,7 @@ class Publishers:
         user_id: str | None,
         event_type: EventType,
         *,
-        also: Iterable[str] = (),
+        also: tuple[str, ...] = (),
         replayed: bool = False,
     ) -> str | None:
         """Why ``user_id`` may not have published ``event_type`` here; None if it may.
@@ -68,8 +70,12 @@ class Publishers:
         """
         if not self.enforced:
             return None
-        roles = [*self.roles_for(event_type), *also, *(REPLAYERS if replayed else ())]
-        if user_id in self.users(roles):
+        key = (event_type, also, replayed)
+        allowed = self._allowed.get(key)
+        if allowed is None:
+            roles = (*self.roles_for(event_type), *also, *(REPLAYERS if replayed else ()))
+            allowed = self._allowed[key] = self.users(roles)
+        if user_id in allowed:
             return None
         who = repr(user_id) if user_id else "an unnamed publisher"
         return f"forged: {event_type.value} published by {who}, which may not publish it"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from faststream import AckPolicy
 from faststream.rabbit import Channel, RabbitMessage, RabbitRouter
 from pydantic import ValidationError
@@ -94,17 +96,6 @@ def build_router(
             log.debug("archiver.recorded", seq=outcome.entry.seq, state=outcome.entry.state)
         await msg.ack()
 
-    if "ledger" in roles:
-        router.subscriber(
-            runtime.topology.work_queue(ledger_spec),
-            runtime.topology.exchange,
-            channel=Channel(prefetch_count=ledger_prefetch),
-            decoder=undecoded,
-            ack_policy=AckPolicy.MANUAL,
-            title=f"archiver: {ledger_spec.name}",
-            description="Record every job event in the ledger (in batches) and relay it.",
-        )(with_message(on_any_job_event))
-
     async def on_job_rendered(msg: RabbitMessage) -> None:
         """Fetch a render's images, archive them with metadata, publish job.archived."""
         if await parked_as_forged(msg, rendered_spec, EventType.RENDERED):
@@ -143,14 +134,34 @@ def build_router(
             return
         await msg.ack()
 
-    if "archive" in roles:
+    def subscribe(
+        spec: WorkQueueSpec,
+        prefetch: int,
+        handler: Callable[[RabbitMessage], Awaitable[None]],
+        description: str,
+    ) -> None:
         router.subscriber(
-            runtime.topology.work_queue(rendered_spec),
+            runtime.topology.work_queue(spec),
             runtime.topology.exchange,
-            channel=Channel(prefetch_count=archive_prefetch),
+            channel=Channel(prefetch_count=prefetch),
             decoder=undecoded,
             ack_policy=AckPolicy.MANUAL,
-            title=f"archiver: {rendered_spec.name}",
-            description="Fetch a render's images, archive them, publish job.archived.",
-        )(with_message(on_job_rendered))
+            title=f"archiver: {spec.name}",
+            description=description,
+        )(with_message(handler))
+
+    if "ledger" in roles:
+        subscribe(
+            ledger_spec,
+            ledger_prefetch,
+            on_any_job_event,
+            "Record every job event in the ledger (in batches) and relay it.",
+        )
+    if "archive" in roles:
+        subscribe(
+            rendered_spec,
+            archive_prefetch,
+            on_job_rendered,
+            "Fetch a render's images, archive them, publish job.archived.",
+        )
     return router

@@ -54,9 +54,6 @@ class BatchRecorder:
         self._relays = asyncio.Semaphore(relays_in_flight)
         self._relay_tasks: set[asyncio.Task[None]] = set()
         self._worker: asyncio.Task[None] | None = None
-        #: Sizes of the batches recorded (for the benchmark and tests), bounded.
-        self.batches = 0
-        self.events = 0
 
     async def record(self, event: Event) -> Outcome:
         """Record ``event``; returns once it is committed and its relay published."""
@@ -106,8 +103,6 @@ class BatchRecorder:
                 if not future.done():
                     future.set_exception(exc)
             return
-        self.batches += 1
-        self.events += len(events)
         await self._relays.acquire()
         task = asyncio.create_task(self._relay_and_answer(batch, outcomes))
         self._relay_tasks.add(task)
